@@ -1,0 +1,80 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Module graph (edges point down; see ../shared/DESIGN.md §2):
+//
+//   loadgen (executable: commands and rendering only)
+//     ├── LoadgenCoordinator ── LoadgenStore ── GRDB
+//     ├── LoadgenAgent
+//     │     └── LoadgenWorkloads ── CLoadgen (C: clocks, io_uring), Subprocess, NIO
+//     └── LoadgenWire (NIO framing, handshake, HMAC over the system libcrypto)
+//           └── LoadgenCore (specs, metrics, wire messages, pure state; no I/O)
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let histogram: Target.Dependency = .product(name: "Histogram", package: "hdrhistogram-swift")
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+
+let package = Package(
+    name: "loadgen",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "loadgen", targets: ["loadgen"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        .target(name: "CLoadgen"),
+        .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen"], swiftSettings: swiftSettings),
+        .target(
+            name: "LoadgenWorkloads",
+            dependencies: [
+                "LoadgenCore", "CLoadgen", nioCore, nioPosix,
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "LoadgenStore",
+            dependencies: ["LoadgenCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "LoadgenAgent",
+            dependencies: ["LoadgenCore", "LoadgenWorkloads", logging],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "LoadgenCoordinator",
+            dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenStore", logging],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "loadgen",
+            dependencies: [
+                "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore",
+                logging, .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LoadgenTests",
+            dependencies: [
+                "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "loadgen",
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,88 @@
+/// Two runs side by side: each figure with its delta, and a one-line verdict on B against A.
+public struct RunComparison: Codable, Sendable, Hashable {
+    public struct Figure: Codable, Sendable, Hashable {
+        public var name: String
+        public var a: Double
+        public var b: Double
+        public var delta: Double
+        /// The change in percent of A (nil when A is zero).
+        public var deltaPct: Double?
+        /// Whether larger is better for this figure.
+        public var higherIsBetter: Bool
+    }
+
+    public var runA: String
+    public var runB: String
+    public var figures: [Figure]
+    /// B's throughput change against A's, in percent (negative: B is slower).
+    public var throughputChangePct: Double
+    public var verdict: String
+    /// How the runs differ in what they asked for (workload, mode, workers, agents, size of the work).
+    public var differences: [String]
+
+    public init(a: RunReport, b: RunReport) {
+        self.runA = a.runID
+        self.runB = b.runID
+        let unit = a.workload == .write ? "files/s" : "requests/s"
+        func figure(_ name: String, _ x: Double, _ y: Double, higher: Bool) -> Figure {
+            Figure(name: name, a: x, b: y, delta: y - x, deltaPct: x != 0 ? (y - x) / x * 100 : nil, higherIsBetter: higher)
+        }
+        self.figures = [
+            figure(unit, a.opsPerS, b.opsPerS, higher: true),
+            figure("MiB/s", a.mibPerS, b.mibPerS, higher: true),
+            figure("p50 us", a.latencyUs.p50, b.latencyUs.p50, higher: false),
+            figure("p90 us", a.latencyUs.p90, b.latencyUs.p90, higher: false),
+            figure("p99 us", a.latencyUs.p99, b.latencyUs.p99, higher: false),
+            figure("p99.9 us", a.latencyUs.p999, b.latencyUs.p999, higher: false),
+            figure("max us", a.latencyUs.max, b.latencyUs.max, higher: false),
+            figure("ops", Double(a.ops), Double(b.ops), higher: true),
+            figure("errors", Double(a.errors), Double(b.errors), higher: false),
+            figure("duration s", a.durationS, b.durationS, higher: false),
+        ]
+        self.throughputChangePct = a.opsPerS > 0 ? (b.opsPerS - a.opsPerS) / a.opsPerS * 100 : 0
+        var differences: [String] = []
+        if a.workload != b.workload { differences.append("workload \(a.workload.rawValue) vs \(b.workload.rawValue)") }
+        if a.mode != b.mode { differences.append("mode \(a.mode.rawValue) vs \(b.mode.rawValue)") }
+        if a.workers != b.workers { differences.append("workers \(a.workers) vs \(b.workers)") }
+        if a.agents != b.agents { differences.append("agents \(a.agents) vs \(b.agents)") }
+        if let wa = a.write, let wb = b.write {
+            if wa.files != wb.files { differences.append("files \(wa.files) vs \(wb.files)") }
+            if wa.size != wb.size { differences.append("size \(wa.size) vs \(wb.size)") }
+            if wa.fsync != wb.fsync { differences.append("fsync \(wa.fsync.rawValue) vs \(wb.fsync.rawValue)") }
+            if wa.target != wb.target { differences.append("target \(wa.target) vs \(wb.target)") }
+        }
+        if a.status != .completed || b.status != .completed {
+            differences.append("status \(a.status.rawValue) vs \(b.status.rawValue)")
+        }
+        self.differences = differences
+        let change = self.throughputChangePct
+        let speed = abs(change) < 0.05 ? "as fast as A" : "\(abs(change).formatted(decimals: 1))% \(change < 0 ? "slower" : "faster")"
+        var verdict = "B is \(speed) in \(unit)"
+        if a.latencyUs.p99 > 0 {
+            let p99 = (b.latencyUs.p99 - a.latencyUs.p99) / a.latencyUs.p99 * 100
+            verdict += "; p99 \(p99 >= 0 ? "+" : "-")\(abs(p99).formatted(decimals: 0))%"
+        }
+        if b.errors != a.errors { verdict += "; errors \(a.errors) -> \(b.errors)" }
+        if !differences.isEmpty { verdict += " (the runs differ: \(differences.joined(separator: ", ")))" }
+        self.verdict = verdict + "."
+    }
+
+    /// The figures as an aligned table.
+    public func table() -> String {
+        var rows = [["", "A \(self.runA)", "B \(self.runB)", "delta", "change"]]
+        for f in self.figures {
+            let digits = f.name.hasSuffix("us") || f.name.hasSuffix("/s") || f.name.hasSuffix(" s") ? 1 : 0
+            rows.append([f.name, f.a.formatted(decimals: digits), f.b.formatted(decimals: digits),
+                         (f.delta >= 0 ? "+" : "") + f.delta.formatted(decimals: digits),
+                         f.deltaPct.map { ($0 >= 0 ? "+" : "") + $0.formatted(decimals: 1) + "%" } ?? "-"])
+        }
+        var widths = Array(repeating: 0, count: 5)
+        for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
+        return rows.map { row in
+            row.enumerated().map { i, c in
+                let fill = String(repeating: " ", count: widths[i] - c.count)
+                return i == 0 ? c + fill : fill + c
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}

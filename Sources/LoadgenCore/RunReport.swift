@@ -1,0 +1,183 @@
+import Foundation
+
+/// One run's summary as `--json` prints it (one object per line) and `history show --json` returns it; described by
+/// `schemas/run-report.schema.json`. Field names are snake_case on the wire.
+public struct RunReport: Codable, Sendable, Hashable {
+    public var runID: String
+    public var status: RunStatus
+    /// Why the run did not complete, as a sentence.
+    public var message: String?
+    public var label: String?
+    public var workload: WorkloadKind
+    public var mode: ExecutionMode
+    public var workers: Int
+    public var agents: Int
+    public var startedAt: String
+    public var endedAt: String
+    public var loadgenVersion: String
+    public var ops: UInt64
+    public var errors: UInt64
+    public var errorsByKind: [String: UInt64]
+    public var errorSamples: [String: String]
+    public var bytes: UInt64
+    public var durationS: Double
+    public var opsPerS: Double
+    public var mibPerS: Double
+    public var latencyUs: LatencySummary
+    public var firstDoneS: Double
+    public var lastDoneS: Double
+    /// The timed removal of a write run's files (absent with `--keep`).
+    public var cleanup: PhaseReport?
+    /// HTTP responses by status class ("2xx": n), fetch runs only.
+    public var statusClasses: [String: UInt64]?
+    public var redirects: UInt64?
+    public var perURL: [URLReport]?
+    public var write: WriteSpec?
+    public var fetch: FetchSpec?
+    public var perAgent: [AgentReport]
+
+    public struct PhaseReport: Codable, Sendable, Hashable {
+        public var ops: UInt64
+        public var errors: UInt64
+        public var errorsByKind: [String: UInt64]
+        public var bytes: UInt64
+        public var durationS: Double
+        public var opsPerS: Double
+        public var latencyUs: LatencySummary
+    }
+
+    public struct AgentReport: Codable, Sendable, Hashable {
+        public var agent: String
+        public var host: String
+        public var address: String
+        public var status: RunStatus
+        public var message: String?
+        public var ops: UInt64
+        public var errors: UInt64
+        public var errorsByKind: [String: UInt64]
+        public var bytes: UInt64
+        public var durationS: Double
+        public var opsPerS: Double
+        public var mibPerS: Double
+        public var latencyUs: LatencySummary
+        public var firstDoneS: Double
+        public var lastDoneS: Double
+        public var rttMs: Double
+        public var clockOffsetMs: Double
+        public var runDirectory: String?
+        public var cleanup: PhaseReport?
+    }
+
+    public struct URLReport: Codable, Sendable, Hashable {
+        public var url: String
+        public var ops: UInt64
+        public var errors: UInt64
+        public var bytes: UInt64
+        public var meanLatencyUs: Double
+        public var maxLatencyUs: Double
+        public var statusClasses: [String: UInt64]
+    }
+
+    public static func statusClassDictionary(_ counts: [UInt64]) -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for (i, c) in counts.enumerated() where c > 0 { out["\(i + 1)xx"] = c }
+        return out
+    }
+
+    /// Builds the report from a settled aggregate.
+    public init(aggregate: RunAggregate, startedAtWallNanos: UInt64, endedAtWallNanos: UInt64, loadgenVersion: String,
+                message: String?) {
+        let request = aggregate.request
+        let main = aggregate.clusterTally(.main)
+        let duration = aggregate.clusterDurationNanos(.main)
+        self.runID = request.runID
+        self.status = aggregate.status
+        self.message = message
+        self.label = request.label
+        self.workload = request.workload
+        self.mode = request.mode
+        self.workers = request.workers
+        self.agents = aggregate.agents.count
+        self.startedAt = Self.iso8601(wallNanos: startedAtWallNanos)
+        self.endedAt = Self.iso8601(wallNanos: endedAtWallNanos)
+        self.loadgenVersion = loadgenVersion
+        self.ops = main.ops
+        self.errors = main.errors.total
+        self.errorsByKind = main.errors.dictionary
+        self.errorSamples = Dictionary(uniqueKeysWithValues: main.errorSamples.map { ($0.key.rawValue, $0.value) })
+        self.bytes = main.bytes
+        self.durationS = Double(duration) / 1e9
+        self.opsPerS = Self.rate(main.ops, duration)
+        self.mibPerS = Self.rate(main.bytes, duration) / 1_048_576
+        self.latencyUs = main.latency.summary
+        let dones = aggregate.agents.compactMap { $0.phases[.main]?.done }
+        self.firstDoneS = Double(dones.map(\.firstDoneNanos).min() ?? duration) / 1e9
+        self.lastDoneS = Double(dones.map(\.lastDoneNanos).max() ?? duration) / 1e9
+        self.cleanup = aggregate.hasPhase(.cleanup)
+            ? Self.phaseReport(aggregate.clusterTally(.cleanup), aggregate.clusterDurationNanos(.cleanup)) : nil
+        if request.workload == .fetch {
+            self.statusClasses = Self.statusClassDictionary(main.statusClasses)
+            self.redirects = main.redirects
+            if let urls = request.fetch?.urls {
+                self.perURL = urls.enumerated().map { index, url in
+                    let t = index < main.targets.count ? main.targets[index] : TargetTally()
+                    return URLReport(url: url, ops: t.ops, errors: t.errors, bytes: t.bytes,
+                                     meanLatencyUs: t.ops > 0 ? Double(t.latencyNanosSum) / Double(t.ops) / 1000 : 0,
+                                     maxLatencyUs: Double(t.latencyNanosMax) / 1000,
+                                     statusClasses: Self.statusClassDictionary(t.statusClasses))
+                }
+            }
+        }
+        self.write = request.write
+        self.fetch = request.fetch
+        self.perAgent = aggregate.agents.indices.map { i in
+            let agent = aggregate.agents[i]
+            let phase = agent.phase(.main)
+            let tally = phase.tally
+            let d = aggregate.durationNanos(agent: i, phase: .main)
+            return AgentReport(
+                agent: agent.agentID, host: agent.host, address: agent.address, status: agent.status,
+                message: agent.message, ops: tally.ops, errors: tally.errors.total, errorsByKind: tally.errors.dictionary,
+                bytes: tally.bytes, durationS: Double(d) / 1e9, opsPerS: Self.rate(tally.ops, d),
+                mibPerS: Self.rate(tally.bytes, d) / 1_048_576, latencyUs: tally.latency.summary,
+                firstDoneS: Double(phase.done?.firstDoneNanos ?? d) / 1e9,
+                lastDoneS: Double(phase.done?.lastDoneNanos ?? d) / 1e9,
+                rttMs: Double(agent.rttNanos) / 1e6, clockOffsetMs: Double(agent.clockOffsetNanos) / 1e6,
+                runDirectory: agent.runDirectory,
+                cleanup: agent.phases[.cleanup].map { Self.phaseReport($0.tally, aggregate.durationNanos(agent: i, phase: .cleanup)) })
+        }
+    }
+
+    static func phaseReport(_ tally: Tally, _ duration: UInt64) -> PhaseReport {
+        PhaseReport(ops: tally.ops, errors: tally.errors.total, errorsByKind: tally.errors.dictionary, bytes: tally.bytes,
+                    durationS: Double(duration) / 1e9, opsPerS: rate(tally.ops, duration), latencyUs: tally.latency.summary)
+    }
+
+    static func rate(_ count: UInt64, _ nanos: UInt64) -> Double {
+        nanos == 0 ? 0 : Double(count) / (Double(nanos) / 1e9)
+    }
+
+    /// `2026-11-25T21:45:12.345Z`.
+    public static func iso8601(wallNanos: UInt64) -> String {
+        let seconds = Int(wallNanos / 1_000_000_000)
+        let millis = Int(wallNanos / 1_000_000 % 1000)
+        var t = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            var s = String(v)
+            while s.count < width { s = "0" + s }
+            return s
+        }
+        var ms = String(millis)
+        while ms.count < 3 { ms = "0" + ms }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(ms)Z"
+    }
+
+    /// Encodes the report as one line of JSON.
+    public func jsonLine() -> String {
+        let encoder = FrameCodec.makeEncoder()
+        guard let data = try? encoder.encode(self) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

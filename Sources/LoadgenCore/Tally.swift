@@ -1,0 +1,79 @@
+/// What one worker did since its last hand-over: counters, errors by kind and a latency histogram.
+///
+/// A worker owns its tally outright and touches nothing shared per operation; at each interval tick it hands the
+/// tally over whole and starts a fresh one (wrk's per-thread statistics). Tallies merge exactly.
+public struct Tally: Sendable {
+    /// Operations that succeeded: files created (or removed), responses received.
+    public var ops: UInt64 = 0
+    /// Bytes written or received by those operations.
+    public var bytes: UInt64 = 0
+    public var errors = ErrorCounts()
+    /// One message per error kind, the first seen.
+    public var errorSamples: [ErrorKind: String] = [:]
+    public var latency = LatencyHistogram.latency()
+    /// HTTP responses by status class: index 0 is 1xx, 4 is 5xx.
+    public var statusClasses = [UInt64](repeating: 0, count: 5)
+    /// Redirects followed.
+    public var redirects: UInt64 = 0
+    /// Per-target figures (fetch runs only), by index into the run's target list.
+    public var targets: [TargetTally] = []
+
+    public init(targetCount: Int = 0) {
+        if targetCount > 0 {
+            self.targets = Array(repeating: TargetTally(), count: targetCount)
+        }
+    }
+
+    @inline(__always)
+    public mutating func recordError(_ kind: ErrorKind, _ message: @autoclosure () -> String) {
+        self.errors.add(kind)
+        if self.errorSamples[kind] == nil {
+            self.errorSamples[kind] = message()
+        }
+    }
+
+    public var isEmpty: Bool {
+        self.ops == 0 && self.bytes == 0 && self.errors.isEmpty && self.latency.totalCount == 0
+    }
+
+    public mutating func merge(_ other: Tally) {
+        self.ops &+= other.ops
+        self.bytes &+= other.bytes
+        self.errors.merge(other.errors)
+        for (kind, sample) in other.errorSamples where self.errorSamples[kind] == nil {
+            self.errorSamples[kind] = sample
+        }
+        if other.latency.totalCount > 0 {
+            self.latency.add(other.latency)
+        }
+        for i in 0..<5 { self.statusClasses[i] &+= other.statusClasses[i] }
+        self.redirects &+= other.redirects
+        if self.targets.count < other.targets.count {
+            self.targets.append(contentsOf: Array(repeating: TargetTally(), count: other.targets.count - self.targets.count))
+        }
+        for i in other.targets.indices { self.targets[i].merge(other.targets[i]) }
+    }
+}
+
+/// Per-target counters for a fetch run (kept small: a histogram per target per worker would cost too much).
+public struct TargetTally: Hashable, Sendable, Codable {
+    public var ops: UInt64 = 0
+    public var errors: UInt64 = 0
+    public var bytes: UInt64 = 0
+    public var latencyNanosSum: UInt64 = 0
+    public var latencyNanosMax: UInt64 = 0
+    public var statusClasses: [UInt64] = [0, 0, 0, 0, 0]
+
+    public init() {}
+
+    public mutating func merge(_ other: TargetTally) {
+        self.ops &+= other.ops
+        self.errors &+= other.errors
+        self.bytes &+= other.bytes
+        self.latencyNanosSum &+= other.latencyNanosSum
+        self.latencyNanosMax = max(self.latencyNanosMax, other.latencyNanosMax)
+        for i in 0..<min(5, other.statusClasses.count) { self.statusClasses[i] &+= other.statusClasses[i] }
+    }
+
+    public var isEmpty: Bool { self.ops == 0 && self.errors == 0 }
+}

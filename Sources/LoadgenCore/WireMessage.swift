@@ -1,0 +1,440 @@
+/// The messages coordinator, agents and worker processes exchange, one per frame (see ``FrameCodec``).
+///
+/// Every message is a JSON object whose `type` names the case and whose other fields are the payload's, in
+/// snake_case. `schemas/wire/` describes each type with an example; tests keep the two in step. Unknown types are
+/// errors, never skipped.
+///
+///     coordinator                     agent                       worker process
+///        │── hello ──────────────────▶│
+///        │◀──────────────── welcome ──│   (version, identity, nonce, proof)
+///        │── auth ───────────────────▶│
+///        │◀────────────────── ready ──│   nothing else is accepted before this
+///        │── ping ──▶ ◀── pong ───────│   round trip and clock offset
+///        │── prepare ────────────────▶│── work ──────────────────▶│
+///        │◀───────────── prepared ────│◀──────────────── prepared ─│   (or refused, with a sentence)
+///        │── start (phase, delay) ───▶│── start (phase, at) ─────▶│
+///        │◀──────────── interval ... ─│◀────────────── interval ...│   one per tick
+///        │◀──────────── phase_done ───│◀────────────── phase_done ─│
+///        │── finish ─────────────────▶│
+///        │◀───────────── finished ────│
+///        │── heartbeat every 500 ms ─▶│◀─ heartbeat ──            abort stops a run at any time
+public enum WireMessage: Sendable, Hashable {
+    case hello(Hello)
+    case welcome(Welcome)
+    case auth(Auth)
+    case ready(Ready)
+    case ping(Ping)
+    case pong(Pong)
+    case prepare(Prepare)
+    case work(Work)
+    case prepared(Prepared)
+    case refused(Refused)
+    case start(Start)
+    case interval(Interval)
+    case phaseDone(PhaseDone)
+    case finish(Finish)
+    case finished(Finished)
+    case heartbeat(Heartbeat)
+    case abort(Abort)
+    case failure(Failure)
+
+    /// The version of this protocol; a peer speaking another is refused at the handshake.
+    public static let protocolVersion = 1
+
+    /// The `type` field of each case.
+    public enum Kind: String, CaseIterable, Sendable, Codable {
+        case hello, welcome, auth, ready, ping, pong, prepare, work, prepared, refused, start, interval
+        case phaseDone = "phase_done"
+        case finish, finished, heartbeat, abort
+        case failure = "error"
+    }
+
+    public var kind: Kind {
+        switch self {
+        case .hello: .hello
+        case .welcome: .welcome
+        case .auth: .auth
+        case .ready: .ready
+        case .ping: .ping
+        case .pong: .pong
+        case .prepare: .prepare
+        case .work: .work
+        case .prepared: .prepared
+        case .refused: .refused
+        case .start: .start
+        case .interval: .interval
+        case .phaseDone: .phaseDone
+        case .finish: .finish
+        case .finished: .finished
+        case .heartbeat: .heartbeat
+        case .abort: .abort
+        case .failure: .failure
+        }
+    }
+}
+
+/// A run's phases: the measured operations, then (writes without `--keep`) the timed removal of what they made.
+public enum Phase: String, Codable, Sendable, Hashable, CaseIterable {
+    case main
+    case cleanup
+}
+
+/// How a phase or a run ended.
+public enum RunStatus: String, Codable, Sendable, Hashable, CaseIterable {
+    case running
+    case completed
+    /// Some agents were lost; what they reported before is kept.
+    case partial
+    case failed
+    case aborted
+    /// (per agent) went silent or disconnected.
+    case lost
+}
+
+extension WireMessage {
+    /// Coordinator → agent, first message.
+    public struct Hello: Codable, Sendable, Hashable {
+        public var protocolVersion: Int
+        public var loadgenVersion: String
+        public var coordinatorHost: String
+        /// 32 random bytes, hex: the challenge the agent's proof must cover.
+        public var nonce: String
+
+        public init(protocolVersion: Int = WireMessage.protocolVersion, loadgenVersion: String, coordinatorHost: String,
+                    nonce: String) {
+            self.protocolVersion = protocolVersion
+            self.loadgenVersion = loadgenVersion
+            self.coordinatorHost = coordinatorHost
+            self.nonce = nonce
+        }
+    }
+
+    /// Agent → coordinator: who the agent is, its challenge, and its proof of the secret.
+    public struct Welcome: Codable, Sendable, Hashable {
+        public var protocolVersion: Int
+        public var loadgenVersion: String
+        public var agentID: String
+        public var host: String
+        public var cores: Int
+        public var nonce: String
+        public var authRequired: Bool
+        /// HMAC-SHA256(secret, "loadgen-agent" ‖ coordinator nonce ‖ agent nonce), hex; absent without a secret.
+        public var proof: String?
+
+        public init(protocolVersion: Int = WireMessage.protocolVersion, loadgenVersion: String, agentID: String,
+                    host: String, cores: Int, nonce: String, authRequired: Bool, proof: String?) {
+            self.protocolVersion = protocolVersion
+            self.loadgenVersion = loadgenVersion
+            self.agentID = agentID
+            self.host = host
+            self.cores = cores
+            self.nonce = nonce
+            self.authRequired = authRequired
+            self.proof = proof
+        }
+    }
+
+    /// Coordinator → agent: HMAC-SHA256(secret, "loadgen-coordinator" ‖ agent nonce ‖ coordinator nonce), hex.
+    public struct Auth: Codable, Sendable, Hashable {
+        public var proof: String?
+        public init(proof: String?) { self.proof = proof }
+    }
+
+    /// Agent → coordinator: authenticated; the agent's policy, for the record.
+    public struct Ready: Codable, Sendable, Hashable {
+        public var policy: AgentPolicySummary
+        public init(policy: AgentPolicySummary) { self.policy = policy }
+    }
+
+    public struct Ping: Codable, Sendable, Hashable {
+        public var seq: Int
+        /// The coordinator's monotonic clock when it sent the ping.
+        public var sentNanos: UInt64
+        public init(seq: Int, sentNanos: UInt64) {
+            self.seq = seq
+            self.sentNanos = sentNanos
+        }
+    }
+
+    public struct Pong: Codable, Sendable, Hashable {
+        public var seq: Int
+        public var sentNanos: UInt64
+        /// The agent's wall clock when it answered.
+        public var agentWallNanos: UInt64
+        public init(seq: Int, sentNanos: UInt64, agentWallNanos: UInt64) {
+            self.seq = seq
+            self.sentNanos = sentNanos
+            self.agentWallNanos = agentWallNanos
+        }
+    }
+
+    /// Coordinator → agent: validate this run against the agent's policy and get ready to start it.
+    public struct Prepare: Codable, Sendable, Hashable {
+        public var request: RunRequest
+        public init(request: RunRequest) { self.request = request }
+    }
+
+    /// Agent → worker process: its share of a run.
+    public struct Work: Codable, Sendable, Hashable {
+        public var request: RunRequest
+        /// The run directory the agent made (write runs).
+        public var runDirectory: String?
+        public var agentSeed: UInt64
+        public var workerIndex: Int
+        /// First operation index of the share, and how many (nil: until the run's duration ends).
+        public var firstIndex: UInt64
+        public var count: UInt64?
+
+        public init(request: RunRequest, runDirectory: String?, agentSeed: UInt64, workerIndex: Int, firstIndex: UInt64,
+                    count: UInt64?) {
+            self.request = request
+            self.runDirectory = runDirectory
+            self.agentSeed = agentSeed
+            self.workerIndex = workerIndex
+            self.firstIndex = firstIndex
+            self.count = count
+        }
+    }
+
+    /// Agent → coordinator (and worker → agent): ready to start.
+    public struct Prepared: Codable, Sendable, Hashable {
+        public var runID: String
+        public var runDirectory: String?
+        public init(runID: String, runDirectory: String?) {
+            self.runID = runID
+            self.runDirectory = runDirectory
+        }
+    }
+
+    /// A request refused before anything started, with the sentence that says why.
+    public struct Refused: Codable, Sendable, Hashable {
+        public var runID: String?
+        public var code: LoadgenError.Code
+        public var message: String
+        public init(runID: String?, code: LoadgenError.Code, message: String) {
+            self.runID = runID
+            self.code = code
+            self.message = message
+        }
+    }
+
+    /// Start a phase: after `delay_nanos` (coordinator → agent) or at the monotonic instant `at_nanos` (agent →
+    /// worker process, same host, same clock).
+    public struct Start: Codable, Sendable, Hashable {
+        public var runID: String
+        public var phase: Phase
+        public var delayNanos: UInt64?
+        public var atNanos: UInt64?
+        public init(runID: String, phase: Phase, delayNanos: UInt64? = nil, atNanos: UInt64? = nil) {
+            self.runID = runID
+            self.phase = phase
+            self.delayNanos = delayNanos
+            self.atNanos = atNanos
+        }
+    }
+
+    /// What happened in one interval of a phase; intervals sum exactly to the phase.
+    public struct Interval: Codable, Sendable, Hashable {
+        public var runID: String
+        public var phase: Phase
+        public var seq: Int
+        /// Time since the phase started, on the sender's monotonic clock.
+        public var elapsedNanos: UInt64
+        public var ops: UInt64
+        public var bytes: UInt64
+        public var errors: ErrorCounts
+        public var errorSamples: [String: String]
+        public var latency: SparseHistogram
+        public var statusClasses: [UInt64]?
+        public var redirects: UInt64?
+        public var targets: [TargetTally]?
+
+        public init(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64, tally: Tally) {
+            self.runID = runID
+            self.phase = phase
+            self.seq = seq
+            self.elapsedNanos = elapsedNanos
+            self.ops = tally.ops
+            self.bytes = tally.bytes
+            self.errors = tally.errors
+            self.errorSamples = Dictionary(uniqueKeysWithValues: tally.errorSamples.map { ($0.key.rawValue, $0.value) })
+            self.latency = SparseHistogram(tally.latency)
+            self.statusClasses = tally.statusClasses.allSatisfy { $0 == 0 } ? nil : tally.statusClasses
+            self.redirects = tally.redirects == 0 ? nil : tally.redirects
+            self.targets = tally.targets.isEmpty ? nil : tally.targets
+        }
+
+        /// The interval as a tally, for merging; a malformed histogram is refused.
+        public func tally() throws(LoadgenError) -> Tally {
+            var t = Tally()
+            t.ops = self.ops
+            t.bytes = self.bytes
+            t.errors = self.errors
+            for (name, sample) in self.errorSamples {
+                if let kind = ErrorKind(rawValue: name) { t.errorSamples[kind] = String(sample.prefix(500)) }
+            }
+            t.latency = try self.latency.histogram()
+            if let classes = self.statusClasses {
+                guard classes.count == 5 else {
+                    throw .protocolViolation("An interval's status_classes must hold 5 counts (1xx to 5xx); got \(classes.count).")
+                }
+                t.statusClasses = classes
+            }
+            t.redirects = self.redirects ?? 0
+            t.targets = self.targets ?? []
+            return t
+        }
+    }
+
+    /// A phase has ended on the sender: its totals (which the intervals sum to) and its timing.
+    public struct PhaseDone: Codable, Sendable, Hashable {
+        public var runID: String
+        public var phase: Phase
+        public var status: RunStatus
+        /// Why the phase did not complete, as a sentence.
+        public var message: String?
+        public var ops: UInt64
+        public var bytes: UInt64
+        public var errors: UInt64
+        /// From the phase's start to its end (the slowest worker, plus a final sync if asked for).
+        public var durationNanos: UInt64
+        /// When the fastest and the slowest worker finished, from the phase's start.
+        public var firstDoneNanos: UInt64
+        public var lastDoneNanos: UInt64
+
+        public init(runID: String, phase: Phase, status: RunStatus, message: String?, ops: UInt64, bytes: UInt64,
+                    errors: UInt64, durationNanos: UInt64, firstDoneNanos: UInt64, lastDoneNanos: UInt64) {
+            self.runID = runID
+            self.phase = phase
+            self.status = status
+            self.message = message
+            self.ops = ops
+            self.bytes = bytes
+            self.errors = errors
+            self.durationNanos = durationNanos
+            self.firstDoneNanos = firstDoneNanos
+            self.lastDoneNanos = lastDoneNanos
+        }
+    }
+
+    /// Coordinator → agent: the run is over; release it (remove the emptied run directory unless kept).
+    public struct Finish: Codable, Sendable, Hashable {
+        public var runID: String
+        public init(runID: String) { self.runID = runID }
+    }
+
+    public struct Finished: Codable, Sendable, Hashable {
+        public var runID: String
+        /// What is left on disk, if anything, as a sentence.
+        public var message: String?
+        public init(runID: String, message: String?) {
+            self.runID = runID
+            self.message = message
+        }
+    }
+
+    public struct Heartbeat: Codable, Sendable, Hashable {
+        public var seq: Int
+        public init(seq: Int) { self.seq = seq }
+    }
+
+    /// Stop the run now and never resume it.
+    public struct Abort: Codable, Sendable, Hashable {
+        public var runID: String
+        public var reason: String
+        public init(runID: String, reason: String) {
+            self.runID = runID
+            self.reason = reason
+        }
+    }
+
+    /// A protocol error, sent just before the sender closes the connection.
+    public struct Failure: Codable, Sendable, Hashable {
+        public var code: LoadgenError.Code
+        public var message: String
+        public init(code: LoadgenError.Code, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+}
+
+/// An agent's policy as it tells a coordinator (the agent enforces it; this copy is for display and records).
+public struct AgentPolicySummary: Codable, Sendable, Hashable {
+    public var allowedRoots: [String]
+    public var maxFiles: Int
+    public var maxBytes: UInt64
+    public var maxWorkers: Int
+    public var maxDurationNanos: UInt64
+    public var maxRate: Double
+
+    public init(allowedRoots: [String], maxFiles: Int, maxBytes: UInt64, maxWorkers: Int, maxDurationNanos: UInt64,
+                maxRate: Double) {
+        self.allowedRoots = allowedRoots
+        self.maxFiles = maxFiles
+        self.maxBytes = maxBytes
+        self.maxWorkers = maxWorkers
+        self.maxDurationNanos = maxDurationNanos
+        self.maxRate = maxRate
+    }
+}
+
+// MARK: - Codable
+
+extension WireMessage: Codable {
+    private enum TypeKey: String, CodingKey { case type }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: TypeKey.self)
+        let name = try container.decode(String.self, forKey: .type)
+        guard let kind = Kind(rawValue: name) else {
+            throw DecodingError.dataCorruptedError(forKey: .type, in: container,
+                                                   debugDescription: "Unknown message type '\(name)'.")
+        }
+        switch kind {
+        case .hello: self = .hello(try Hello(from: decoder))
+        case .welcome: self = .welcome(try Welcome(from: decoder))
+        case .auth: self = .auth(try Auth(from: decoder))
+        case .ready: self = .ready(try Ready(from: decoder))
+        case .ping: self = .ping(try Ping(from: decoder))
+        case .pong: self = .pong(try Pong(from: decoder))
+        case .prepare: self = .prepare(try Prepare(from: decoder))
+        case .work: self = .work(try Work(from: decoder))
+        case .prepared: self = .prepared(try Prepared(from: decoder))
+        case .refused: self = .refused(try Refused(from: decoder))
+        case .start: self = .start(try Start(from: decoder))
+        case .interval: self = .interval(try Interval(from: decoder))
+        case .phaseDone: self = .phaseDone(try PhaseDone(from: decoder))
+        case .finish: self = .finish(try Finish(from: decoder))
+        case .finished: self = .finished(try Finished(from: decoder))
+        case .heartbeat: self = .heartbeat(try Heartbeat(from: decoder))
+        case .abort: self = .abort(try Abort(from: decoder))
+        case .failure: self = .failure(try Failure(from: decoder))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: TypeKey.self)
+        try container.encode(self.kind.rawValue, forKey: .type)
+        switch self {
+        case .hello(let m): try m.encode(to: encoder)
+        case .welcome(let m): try m.encode(to: encoder)
+        case .auth(let m): try m.encode(to: encoder)
+        case .ready(let m): try m.encode(to: encoder)
+        case .ping(let m): try m.encode(to: encoder)
+        case .pong(let m): try m.encode(to: encoder)
+        case .prepare(let m): try m.encode(to: encoder)
+        case .work(let m): try m.encode(to: encoder)
+        case .prepared(let m): try m.encode(to: encoder)
+        case .refused(let m): try m.encode(to: encoder)
+        case .start(let m): try m.encode(to: encoder)
+        case .interval(let m): try m.encode(to: encoder)
+        case .phaseDone(let m): try m.encode(to: encoder)
+        case .finish(let m): try m.encode(to: encoder)
+        case .finished(let m): try m.encode(to: encoder)
+        case .heartbeat(let m): try m.encode(to: encoder)
+        case .abort(let m): try m.encode(to: encoder)
+        case .failure(let m): try m.encode(to: encoder)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import LoadgenCore
+import Synchronization
+
+/// Everything an agent needs, built once at the command line and passed down.
+public struct AgentConfiguration: Sendable {
+    public var agentID: String
+    public var host: String
+    public var cores: Int
+    public var loadgenVersion: String
+    public var policy: AgentPolicy
+    /// Proves the shared secret; nil means no authentication (loopback only, or the embedded agent).
+    public var prover: (any SecretProver)?
+    /// The `loadgen` binary worker processes run.
+    public var workerExecutable: String
+    /// Silence from the coordinator for this long stops the run (1.5 s).
+    public var silenceLimitNanos: UInt64
+    /// A connection must finish its handshake within this long (5 s).
+    public var handshakeDeadlineNanos: UInt64
+
+    public init(agentID: String, host: String, cores: Int, loadgenVersion: String, policy: AgentPolicy,
+                prover: (any SecretProver)?, workerExecutable: String, silenceLimitNanos: UInt64 = 1_500_000_000,
+                handshakeDeadlineNanos: UInt64 = 5_000_000_000) {
+        self.agentID = agentID
+        self.host = host
+        self.cores = cores
+        self.loadgenVersion = loadgenVersion
+        self.policy = policy
+        self.prover = prover
+        self.workerExecutable = workerExecutable
+        self.silenceLimitNanos = silenceLimitNanos
+        self.handshakeDeadlineNanos = handshakeDeadlineNanos
+    }
+}
+
+/// The one run an agent serves at a time, shared by all its sessions: a second coordinator is refused, not queued.
+public final class AgentRunSlot: Sendable {
+    private let holder = Mutex<(runID: String, coordinator: String)?>(nil)
+
+    public init() {}
+
+    /// Claims the slot, or returns who holds it.
+    func claim(runID: String, coordinator: String) -> (runID: String, coordinator: String)? {
+        self.holder.withLock { holder in
+            if let current = holder { return current }
+            holder = (runID, coordinator)
+            return nil
+        }
+    }
+
+    func release(runID: String) {
+        self.holder.withLock { if $0?.runID == runID { $0 = nil } }
+    }
+
+    public var currentRunID: String? { self.holder.withLock { $0?.runID } }
+}

@@ -1,0 +1,27 @@
+import LoadgenCore
+
+/// Runs one phase's workers and returns how each ended, once all have. Workers hand their tallies to the mailbox.
+public protocol PhaseExecutor: Sendable {
+    func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult]
+}
+
+/// `sequential` (one thread) and `threads` (one thread per worker), each worker blocking in its own system calls.
+public struct ThreadExecutor: PhaseExecutor {
+    public let engine: any WorkloadEngine
+    public let workers: Int
+
+    public init(engine: any WorkloadEngine, workers: Int) {
+        self.engine = engine
+        self.workers = workers
+    }
+
+    public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
+        let engine = self.engine
+        let workers = self.workers
+        let total = engine.totalOperations(phase: phase)
+        return await WorkerThreads.run(count: workers, name: "lg-\(phase.rawValue)") { index in
+            engine.runWorker(share: Share.of(total: total, workers: workers, worker: index), phase: phase,
+                             control: control, sink: mailbox)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import LoadgenCore
+
+/// Where and how an agent runs what it is asked to: its identity, the roots it may write under, and the binary
+/// its worker processes run.
+public struct RunContext: Sendable {
+    public var agentID: String
+    /// Directories a write target must lie under; nil allows any (the embedded agent, acting for its own user).
+    public var allowedRoots: [String]?
+    /// The `loadgen` binary that `processes` mode runs as `loadgen worker`.
+    public var workerExecutable: String
+
+    public init(agentID: String, allowedRoots: [String]?, workerExecutable: String) {
+        self.agentID = agentID
+        self.allowedRoots = allowedRoots
+        self.workerExecutable = workerExecutable
+    }
+}
+
+/// What an agent's session tells a run in progress.
+public enum RunCommand: Sendable, Hashable {
+    /// Start a phase at a monotonic instant.
+    case start(Phase, atNanos: UInt64)
+    /// The run is over: release it.
+    case finish
+}
+
+/// One run on one agent, from `prepare` to `finished`, transport-agnostic: the session feeds it commands and
+/// forwards what it emits (`prepared` or `refused`, `interval`s, `phase_done`s, `finished`).
+///
+/// Stopping is not a command: ``stop`` is set directly (abort, lost coordinator), because it must reach the workers
+/// while a phase is running, and every worker reads it before each operation.
+public final class RunController: Sendable {
+    public let request: RunRequest
+    public let context: RunContext
+    public let stop = StopSignal()
+
+    public init(request: RunRequest, context: RunContext) {
+        self.request = request
+        self.context = context
+    }
+
+    /// Prepares the run, then serves commands until `finish` or until the command stream ends (the session lost
+    /// its coordinator: the run stops and its files stay, since removing them would be load too).
+    public func run(commands: AsyncStream<RunCommand>, emit: @escaping @Sendable (WireMessage) async -> Void) async {
+        let request = self.request
+        if request.mode == .async {
+            await emit(.refused(.init(runID: request.runID, code: .usage,
+                                      message: "The async mode is not available for \(request.workload.rawValue) runs in this build of loadgen.")))
+            return
+        }
+        let seed = FileNamer.agentSeed(runSeed: request.seed, agentID: self.context.agentID)
+        let engine: any WorkloadEngine
+        let directory: RunDirectory?
+        do {
+            (engine, directory) = try self.makeEngine(seed: seed)
+        } catch {
+            await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
+            return
+        }
+
+        let serve: @Sendable (any PhaseExecutor) async -> Void = { executor in
+            await emit(.prepared(.init(runID: request.runID, runDirectory: directory?.path)))
+            await self.serve(commands: commands, executor: executor, engine: engine, directory: directory, emit: emit)
+        }
+        switch request.mode {
+        case .sequential, .threads:
+            await serve(ThreadExecutor(engine: engine, workers: request.workers))
+        case .processes:
+            let total = engine.totalOperations(phase: .main)
+            let works = (0..<request.workers).map { index in
+                let share = Share.of(total: total, workers: request.workers, worker: index)
+                return WireMessage.Work(request: request, runDirectory: directory?.path, agentSeed: seed,
+                                        workerIndex: index, firstIndex: share.first, count: share.count)
+            }
+            do {
+                try await WorkerProcessPool.withPool(executable: self.context.workerExecutable, works: works) { pool in
+                    await serve(pool)
+                }
+            } catch {
+                _ = directory?.discard()
+                await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
+            }
+        case .async:
+            preconditionFailure("async runs are refused above")
+        }
+    }
+
+    private func makeEngine(seed: UInt64) throws(LoadgenError) -> (any WorkloadEngine, RunDirectory?) {
+        switch self.request.workload {
+        case .write:
+            guard let spec = self.request.write else { throw .usage("A write run must carry a write specification.") }
+            let directory = try RunDirectory.create(
+                target: spec.target, allowedRoots: self.context.allowedRoots,
+                name: RunDirectory.name(runID: self.request.runID, agentID: self.context.agentID),
+                subdirectories: spec.dirs)
+            return (WriteEngine(spec: spec, directory: directory, seed: seed), directory)
+        case .fetch:
+            throw .usage("Fetch runs are not available in this build of loadgen.")
+        }
+    }
+
+    private func serve(commands: AsyncStream<RunCommand>, executor: any PhaseExecutor, engine: any WorkloadEngine,
+                       directory: RunDirectory?, emit: @escaping @Sendable (WireMessage) async -> Void) async {
+        let runner = PhaseRunner(runID: self.request.runID, tickNanos: self.request.intervalNanos, emit: emit)
+        var cleanedUp = false
+        var ranPhase = false
+        var finished = false
+        for await command in commands {
+            switch command {
+            case .start(let phase, let atNanos):
+                if self.stop.isRequested { continue }
+                ranPhase = true
+                let done = await runner.run(phase, startAtNanos: atNanos, executor: executor, stop: self.stop,
+                                            targetCount: self.request.fetch?.urls.count ?? 0,
+                                            finish: { engine.finishPhase(phase) })
+                if phase == .cleanup, done.status == .completed { cleanedUp = true }
+            case .finish:
+                finished = true
+            }
+            if finished { break }
+        }
+        if !finished { self.stop.request("The run's coordinator went away.") }
+        var message: String?
+        if let directory {
+            if !ranPhase {
+                message = directory.discard()
+            } else if cleanedUp {
+                message = directory.removeSelf()
+            } else if self.request.write?.keep == true {
+                message = nil
+            } else {
+                message = "The files of this run were left in '\(directory.path)'."
+            }
+        }
+        await emit(.finished(.init(runID: self.request.runID, message: message)))
+    }
+}

@@ -1,0 +1,191 @@
+import CLoadgen
+import Glibc
+import LoadgenCore
+
+/// The fresh directory a write run works in: `<target>/loadgen-<run>-<agent>`, made by this run and by nothing else.
+///
+/// The target is resolved to its real path and must lie under one of the allowed roots; it is then opened beneath
+/// that root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so `..`, symlinks swapped in after the check,
+/// and absolute paths cannot escape. The run directory is made with `mkdirat`, which fails if the name exists, so a
+/// run never writes into anything it did not create, and cleanup removes only what the run made.
+public final class RunDirectory: Sendable {
+    /// The run directory's absolute path.
+    public let path: String
+    /// An open descriptor of the run directory; every file operation is relative to it.
+    public let descriptor: Int32
+    public let subdirectories: Int
+
+    private init(path: String, descriptor: Int32, subdirectories: Int) {
+        self.path = path
+        self.descriptor = descriptor
+        self.subdirectories = subdirectories
+    }
+
+    deinit {
+        close(self.descriptor)
+    }
+
+    /// The run directory's name for a run and an agent (agent ids are reduced to safe characters).
+    public static func name(runID: String, agentID: String) -> String {
+        let safe = String(agentID.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") ? $0 : "_" })
+        return "loadgen-\(runID)-\(safe.prefix(64))"
+    }
+
+    /// Makes the run directory (and `subdirectories` subdirectories when more than one) under `target`, after
+    /// checking that `target` lies under an allowed root, and probes that a file can be created in it. Nothing is
+    /// left behind when this throws.
+    public static func create(target: String, allowedRoots: [String]?, name: String, subdirectories: Int)
+        throws(LoadgenError) -> RunDirectory
+    {
+        guard let real = realPath(target) else {
+            let e = errno
+            if e == ENOENT { throw .usage("The target directory '\(target)' does not exist.") }
+            throw .usage("The target directory '\(target)' cannot be resolved: \(errnoDescription(e)).")
+        }
+        var info = stat()
+        guard stat(real, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw .usage("The target '\(target)' is not a directory.")
+        }
+        // Pick the allowed root the target lies under (the deepest), or "/" when every path is allowed.
+        var root = "/"
+        if let allowedRoots {
+            let realRoots = allowedRoots.compactMap { realPath($0) }
+            guard let match = realRoots.filter({ isPath(real, under: $0) }).max(by: { $0.count < $1.count }) else {
+                throw .policy("The target '\(target)' is outside this agent's allowed roots (\(allowedRoots.joined(separator: ", "))); start the agent with --allow-root to permit it.")
+            }
+            root = match
+        }
+        let rootFD = Glibc.open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard rootFD >= 0 else {
+            throw .io("The allowed root '\(root)' cannot be opened: \(errnoDescription(errno)).")
+        }
+        defer { close(rootFD) }
+        let relative = real == root ? "." : String(real.dropFirst(root == "/" ? 1 : root.count + 1))
+        let targetFD = lg_open_directory_beneath(rootFD, relative)
+        guard targetFD >= 0 else {
+            throw .policy("The target '\(target)' cannot be opened beneath '\(root)' without following a symlink or leaving it: \(errnoDescription(-targetFD)).")
+        }
+        defer { close(targetFD) }
+
+        guard mkdirat(targetFD, name, 0o755) == 0 else {
+            let e = errno
+            switch e {
+            case EEXIST:
+                throw .usage("The run directory '\(real)/\(name)' already exists; loadgen writes only into directories it creates.")
+            case EACCES, EPERM:
+                throw .usage("The target directory '\(target)' cannot be written: \(errnoDescription(e)).")
+            case EROFS:
+                throw .usage("The target directory '\(target)' is on a read-only file system.")
+            case ENOSPC, EDQUOT:
+                throw .usage("The target directory '\(target)' has no space left: \(errnoDescription(e)).")
+            default:
+                throw .io("The run directory cannot be made in '\(target)': \(errnoDescription(e)).")
+            }
+        }
+        let runFD = lg_open_directory_nofollow(targetFD, name)
+        guard runFD >= 0 else {
+            let e = errno
+            unlinkat(targetFD, name, AT_REMOVEDIR)
+            throw .io("The run directory '\(real)/\(name)' cannot be opened: \(errnoDescription(e)).")
+        }
+        let directory = RunDirectory(path: real == "/" ? "/\(name)" : "\(real)/\(name)", descriptor: runFD,
+                                     subdirectories: subdirectories > 1 ? subdirectories : 0)
+        do throws(LoadgenError) {
+            try directory.probe()
+            try directory.makeSubdirectories()
+        } catch {
+            directory.removeSubdirectories()
+            unlinkat(targetFD, name, AT_REMOVEDIR)
+            throw error
+        }
+        return directory
+    }
+
+    /// Opens an existing run directory that this host's agent made (a worker process joining its parent's run).
+    public static func open(existing path: String, subdirectories: Int) throws(LoadgenError) -> RunDirectory {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw .io("The run directory '\(path)' cannot be opened: \(errnoDescription(errno)).")
+        }
+        return RunDirectory(path: path, descriptor: fd, subdirectories: subdirectories > 1 ? subdirectories : 0)
+    }
+
+    /// Creates and removes one file, so an unwritable target is refused before the run starts.
+    private func probe() throws(LoadgenError) {
+        let name = ".loadgen-probe"
+        let fd = lg_create_file(self.descriptor, name, 1)
+        guard fd >= 0 else {
+            let e = -fd
+            switch e {
+            case EACCES, EPERM: throw .usage("Files cannot be created in the target directory: \(errnoDescription(e)).")
+            case EROFS: throw .usage("The target directory is on a read-only file system.")
+            case ENOSPC, EDQUOT: throw .usage("The target directory has no space left: \(errnoDescription(e)).")
+            default: throw .io("A probe file cannot be created in '\(self.path)': \(errnoDescription(e)).")
+            }
+        }
+        close(fd)
+        unlinkat(self.descriptor, name, 0)
+    }
+
+    private func makeSubdirectories() throws(LoadgenError) {
+        for number in 0..<self.subdirectories {
+            guard mkdirat(self.descriptor, FileNamer.directoryName(number), 0o755) == 0 else {
+                throw .io("The subdirectory \(FileNamer.directoryName(number)) cannot be made in '\(self.path)': \(errnoDescription(errno)).")
+            }
+        }
+    }
+
+    /// Removes the subdirectories (they must be empty); returns how many could not be removed.
+    @discardableResult
+    public func removeSubdirectories() -> Int {
+        var failed = 0
+        for number in 0..<self.subdirectories where unlinkat(self.descriptor, FileNamer.directoryName(number), AT_REMOVEDIR) != 0 {
+            if errno != ENOENT { failed += 1 }
+        }
+        return failed
+    }
+
+    /// Removes the subdirectories and the run directory, when nothing was written into them.
+    @discardableResult
+    public func discard() -> String? {
+        self.removeSubdirectories()
+        return self.removeSelf()
+    }
+
+    /// Removes the (emptied) run directory itself; nil on success, else a sentence saying what is left.
+    public func removeSelf() -> String? {
+        let slash = self.path.lastIndex(of: "/")!
+        let parent = slash == self.path.startIndex ? "/" : String(self.path[..<slash])
+        let name = String(self.path[self.path.index(after: slash)...])
+        let parentFD = Glibc.open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard parentFD >= 0 else { return "The run directory '\(self.path)' was left in place: its parent cannot be opened." }
+        defer { close(parentFD) }
+        // Remove only the directory this run made: check it is still the same inode.
+        var mine = stat()
+        var there = stat()
+        guard fstat(self.descriptor, &mine) == 0, fstatat(parentFD, name, &there, AT_SYMLINK_NOFOLLOW) == 0,
+              mine.st_ino == there.st_ino, mine.st_dev == there.st_dev
+        else { return "The run directory '\(self.path)' was replaced during the run and was left in place." }
+        if unlinkat(parentFD, name, AT_REMOVEDIR) != 0 {
+            let e = errno
+            if e == ENOTEMPTY || e == EEXIST {
+                return "The run directory '\(self.path)' was left in place: it holds files this run did not create."
+            }
+            return "The run directory '\(self.path)' could not be removed: \(errnoDescription(e))."
+        }
+        return nil
+    }
+}
+
+/// `realpath(3)`; nil with errno set when the path cannot be resolved.
+func realPath(_ path: String) -> String? {
+    guard let resolved = realpath(path, nil) else { return nil }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
+/// Whether `path` is `root` or lies below it, comparing whole components.
+func isPath(_ path: String, under root: String) -> Bool {
+    if root == "/" { return path.hasPrefix("/") }
+    return path == root || path.hasPrefix(root + "/")
+}

@@ -1,0 +1,90 @@
+import LoadgenCore
+import Synchronization
+
+/// A run's stop switch: set once (abort, lost coordinator, a full disk), read by every worker before each operation.
+/// Reading it is one relaxed atomic load, the only shared state a worker touches per operation.
+public final class StopSignal: Sendable {
+    private let flag = Atomic<Bool>(false)
+    private let firstReason = Mutex<String?>(nil)
+
+    public init() {}
+
+    @inline(__always)
+    public var isRequested: Bool { self.flag.load(ordering: .relaxed) }
+
+    /// Asks every worker to stop; the first reason given is kept.
+    public func request(_ reason: String) {
+        self.firstReason.withLock { if $0 == nil { $0 = reason } }
+        self.flag.store(true, ordering: .relaxed)
+    }
+
+    public var reason: String? { self.firstReason.withLock { $0 } }
+}
+
+/// What every worker of a phase shares: when to start, how often to hand over, and the stop switch.
+public struct WorkerControl: Sendable {
+    public let stop: StopSignal
+    /// The phase starts at this instant on `CLOCK_MONOTONIC`; workers wait for it.
+    public let startAtNanos: UInt64
+    /// Workers hand over their tallies each time they pass a multiple of this after the start.
+    public let tickNanos: UInt64
+
+    public init(stop: StopSignal, startAtNanos: UInt64, tickNanos: UInt64) {
+        self.stop = stop
+        self.startAtNanos = startAtNanos
+        self.tickNanos = tickNanos
+    }
+
+    /// The first tick boundary after `now`.
+    @inline(__always)
+    public func nextTick(after now: UInt64) -> UInt64 {
+        guard now >= self.startAtNanos else { return self.startAtNanos &+ self.tickNanos }
+        let ticks = (now - self.startAtNanos) / self.tickNanos + 1
+        return self.startAtNanos &+ ticks &* self.tickNanos
+    }
+}
+
+/// How one worker's share of a phase ended.
+public struct WorkerResult: Sendable, Hashable {
+    /// When the worker finished, on `CLOCK_MONOTONIC` (nil if it never reported finishing: a lost worker process).
+    public var doneAtNanos: UInt64?
+    /// A failure that ended the worker early (a full disk; a crashed worker process), as a sentence.
+    public var failure: String?
+
+    public init(doneAtNanos: UInt64?, failure: String? = nil) {
+        self.doneAtNanos = doneAtNanos
+        self.failure = failure
+    }
+}
+
+/// Where workers hand over their tallies at each tick and when they finish.
+public protocol TallySink: Sendable {
+    func handOver(_ tally: Tally)
+}
+
+/// The in-process sink: hand-overs merge into one pending tally that the reporter takes each interval.
+/// The lock is taken once per worker per tick, never per operation.
+public final class TallyMailbox: TallySink {
+    private let pending: Mutex<Tally>
+    private let targetCount: Int
+
+    public init(targetCount: Int = 0) {
+        self.targetCount = targetCount
+        self.pending = Mutex(Tally(targetCount: targetCount))
+    }
+
+    public func handOver(_ tally: Tally) {
+        guard !tally.isEmpty else { return }
+        self.pending.withLock { $0.merge(tally) }
+    }
+
+    /// Everything handed over since the last call.
+    public func take() -> Tally {
+        let fresh = Tally(targetCount: self.targetCount)
+        return self.pending.withLock { pending in
+            let taken = pending
+            pending = fresh
+            return taken
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import CLoadgen
+import Glibc
+import LoadgenCore
+
+/// The small-file write workload: the main phase creates a share of the run's files, the cleanup phase removes them.
+///
+/// The per-file loop makes the same system calls the C limit (`../shared/bench/cwrite.c`) makes (open with
+/// O_CREAT, write, close) relative to the run directory's descriptor, with one monotonic clock read on each side.
+/// Names and sizes are computed from the file's index (``FileNamer``), content comes from one shared buffer, and
+/// the worker's tally is its own until the next tick: no allocation, lock or extra system call per file.
+public final class WriteEngine: WorkloadEngine {
+    public let spec: WriteSpec
+    public let directory: RunDirectory
+    public let namer: FileNamer
+    /// URL-safe text the files' contents are cut from (at most 1 MiB; longer files repeat it). Filled in `init`
+    /// and only read after, by every worker: safe to share.
+    nonisolated(unsafe) private let content: UnsafeMutableRawBufferPointer
+
+    public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64) {
+        self.spec = spec
+        self.directory = directory
+        self.namer = FileNamer(seed: seed, size: spec.size, dirs: spec.dirs)
+        let length = Int(min(max(spec.size.upperBytes, 1), 1 << 20))
+        self.content = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 4096)
+        var state = seed | 1
+        for i in 0..<length {
+            state = FileNamer.mix(state)
+            self.content[i] = FileNamer.alphabet[Int(state & 63)]
+        }
+    }
+
+    deinit {
+        self.content.deallocate()
+    }
+
+    public func totalOperations(phase: Phase) -> UInt64? { UInt64(self.spec.files) }
+
+    public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
+        switch phase {
+        case .main: self.create(share: share, control: control, sink: sink)
+        case .cleanup: self.remove(share: share, control: control, sink: sink)
+        }
+    }
+
+    /// After the main phase: one `syncfs` when `--fsync end`; after cleanup: the emptied subdirectories go.
+    public func finishPhase(_ phase: Phase) -> String? {
+        switch phase {
+        case .main:
+            guard self.spec.fsync == .end else { return nil }
+            let result = lg_syncfs(self.directory.descriptor)
+            return result == 0 ? nil : "The final syncfs failed: \(errnoDescription(-result))."
+        case .cleanup:
+            let left = self.directory.removeSubdirectories()
+            return left == 0 ? nil : "\(left) subdirectories could not be removed: they hold files this run did not create."
+        }
+    }
+
+    // MARK: - The hot loops
+
+    private func create(share: Share, control: WorkerControl, sink: any TallySink) -> WorkerResult {
+        let pathBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: FileNamer.bufferBytes)
+        defer { pathBuffer.deallocate() }
+        let path = UnsafeRawPointer(pathBuffer).assumingMemoryBound(to: CChar.self)
+        let alphabet = FileNamer.alphabet
+        let namer = self.namer
+        let dirFD = self.directory.descriptor
+        let content = UnsafeRawPointer(self.content.baseAddress!)
+        let contentLength = UInt64(self.content.count)
+        let fsyncEach = self.spec.fsync == .each
+        let stop = control.stop
+        var tally = Tally()
+        var failure: String?
+
+        MonotonicClock.sleep(untilNanos: control.startAtNanos)
+        var nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+        var index = share.first
+        let end = share.first + (share.count ?? 0)
+        while index < end {
+            if stop.isRequested { break }
+            _ = namer.writePath(of: index, into: pathBuffer, alphabet: alphabet)
+            let size = namer.sizeBytes(of: index)
+            let t0 = MonotonicClock.nowNanos()
+            var errorCode: Int32 = 0
+            let fd = lg_create_file(dirFD, path, 1)
+            if fd >= 0 {
+                var remaining = size
+                while remaining > 0, errorCode == 0 {
+                    let chunk = remaining < contentLength ? remaining : contentLength
+                    let result = lg_write_all(fd, content, chunk)
+                    if result < 0 { errorCode = -result }
+                    remaining -= chunk
+                }
+                if errorCode == 0, fsyncEach, fsync(fd) != 0 { errorCode = errno }
+                if close(fd) != 0, errorCode == 0, errno != EINTR { errorCode = errno }
+                if errorCode != 0 {
+                    // The file exists but is not what was asked for: remove it, so files on disk == files counted.
+                    unlinkat(dirFD, path, 0)
+                }
+            } else {
+                errorCode = -fd
+            }
+            let t1 = MonotonicClock.nowNanos()
+            if errorCode == 0 {
+                tally.ops &+= 1
+                tally.bytes &+= size
+                tally.latency.recordLatency(t1 &- t0)
+            } else {
+                let kind = ErrorKind.fromErrno(errorCode)
+                tally.recordError(kind, "creating \(String(cString: path)): \(errnoDescription(errorCode))")
+                if kind.endsWriteRun {
+                    failure = Self.fullMessage(kind, code: errorCode)
+                    stop.request(failure!)
+                    break
+                }
+            }
+            if t1 >= nextTick {
+                sink.handOver(tally)
+                tally = Tally()
+                nextTick = control.nextTick(after: t1)
+            }
+            index &+= 1
+        }
+        let done = MonotonicClock.nowNanos()
+        sink.handOver(tally)
+        return WorkerResult(doneAtNanos: done, failure: failure)
+    }
+
+    private func remove(share: Share, control: WorkerControl, sink: any TallySink) -> WorkerResult {
+        let pathBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: FileNamer.bufferBytes)
+        defer { pathBuffer.deallocate() }
+        let path = UnsafeRawPointer(pathBuffer).assumingMemoryBound(to: CChar.self)
+        let alphabet = FileNamer.alphabet
+        let namer = self.namer
+        let dirFD = self.directory.descriptor
+        let stop = control.stop
+        var tally = Tally()
+
+        MonotonicClock.sleep(untilNanos: control.startAtNanos)
+        var nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+        var index = share.first
+        let end = share.first + (share.count ?? 0)
+        while index < end {
+            if stop.isRequested { break }
+            _ = namer.writePath(of: index, into: pathBuffer, alphabet: alphabet)
+            let t0 = MonotonicClock.nowNanos()
+            let result = unlinkat(dirFD, path, 0)
+            let t1 = MonotonicClock.nowNanos()
+            if result == 0 {
+                tally.ops &+= 1
+                tally.bytes &+= namer.sizeBytes(of: index)
+                tally.latency.recordLatency(t1 &- t0)
+            } else {
+                let code = errno
+                // A file whose creation failed was never there: nothing to remove, nothing to count.
+                if code != ENOENT {
+                    tally.recordError(ErrorKind.fromErrno(code), "removing \(String(cString: path)): \(errnoDescription(code))")
+                }
+            }
+            if t1 >= nextTick {
+                sink.handOver(tally)
+                tally = Tally()
+                nextTick = control.nextTick(after: t1)
+            }
+            index &+= 1
+        }
+        let done = MonotonicClock.nowNanos()
+        sink.handOver(tally)
+        return WorkerResult(doneAtNanos: done)
+    }
+
+    private static func fullMessage(_ kind: ErrorKind, code: Int32) -> String {
+        switch kind {
+        case .noSpace: "The file system is full (ENOSPC): \(errnoDescription(code))."
+        case .quota: "The disk quota is exhausted (EDQUOT): \(errnoDescription(code))."
+        case .readOnlyFileSystem: "The file system became read-only (EROFS)."
+        default: "Writing stopped: \(errnoDescription(code))."
+        }
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import GRDB
+import LoadgenCore
+
+/// One interval report as stored.
+public struct IntervalRecord: Sendable {
+    public var runID: String
+    public var agentIndex: Int
+    public var interval: WireMessage.Interval
+    public var receivedAtWallNanos: UInt64
+
+    public init(runID: String, agentIndex: Int, interval: WireMessage.Interval, receivedAtWallNanos: UInt64) {
+        self.runID = runID
+        self.agentIndex = agentIndex
+        self.interval = interval
+        self.receivedAtWallNanos = receivedAtWallNanos
+    }
+}
+
+/// An agent of a run, as stored when the run starts.
+public struct AgentRecord: Sendable {
+    public var index: Int
+    public var agentID: String
+    public var host: String
+    public var address: String
+    public var cores: Int
+    public var loadgenVersion: String
+    public var rttNanos: UInt64
+    public var clockOffsetNanos: Int64
+
+    public init(index: Int, agentID: String, host: String, address: String, cores: Int, loadgenVersion: String,
+                rttNanos: UInt64, clockOffsetNanos: Int64) {
+        self.index = index
+        self.agentID = agentID
+        self.host = host
+        self.address = address
+        self.cores = cores
+        self.loadgenVersion = loadgenVersion
+        self.rttNanos = rttNanos
+        self.clockOffsetNanos = clockOffsetNanos
+    }
+}
+
+// MARK: - Database Access: Writes
+
+extension RunStore {
+    static func json<T: Encodable>(_ value: T) -> String {
+        String(decoding: (try? FrameCodec.makeEncoder().encode(value)) ?? Data("null".utf8), as: UTF8.self)
+    }
+
+    /// Records a run that is starting: its full request, its agents, and who is running it.
+    public func insertRun(_ request: RunRequest, agents: [AgentRecord], coordinator: ProcessIdentity,
+                          loadgenVersion: String, startedAtWallNanos: UInt64) async throws(LoadgenError) {
+        let target = request.write?.target ?? request.fetch?.urls.first ?? ""
+        let requestJSON = Self.json(request)
+        let startedAt = RunReport.iso8601(wallNanos: startedAtWallNanos)
+        try await self.asyncWrite { db in
+            try db.execute(sql: """
+                INSERT INTO run (id, label, workload, mode, workers, status, target, request, agentCount, loadgenVersion,
+                                 coordinatorHost, coordinatorPid, coordinatorStartTicks, bootID, startedAt,
+                                 startedAtNanos, lastSeenAtNanos)
+                VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [request.runID, request.label, request.workload.rawValue, request.mode.rawValue,
+                                 request.workers, target, requestJSON, agents.count, loadgenVersion, coordinator.host,
+                                 Int64(coordinator.pid), coordinator.startTicks, coordinator.bootID, startedAt,
+                                 Int64(startedAtWallNanos), Int64(startedAtWallNanos)])
+            for agent in agents {
+                try db.execute(sql: """
+                    INSERT INTO runAgent (runID, agentIndex, agentID, host, address, cores, loadgenVersion, rttNanos,
+                                          clockOffsetNanos, status)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')
+                    """, arguments: [request.runID, agent.index, agent.agentID, agent.host, agent.address, agent.cores,
+                                     agent.loadgenVersion, Int64(agent.rttNanos), agent.clockOffsetNanos])
+            }
+        }
+    }
+
+    /// Appends a batch of interval reports in one transaction and notes that the run's coordinator is alive.
+    public func appendIntervals(_ records: [IntervalRecord], seenAtWallNanos: UInt64) async throws(LoadgenError) {
+        guard !records.isEmpty else { return }
+        try await self.asyncWrite { db in
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO intervalReport (runID, agentIndex, phase, seq, elapsedNanos, receivedAtNanos, ops, bytes,
+                                            errors, errorsByKind, p50Micros, p99Micros, maxMicros, histogram)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            var runs = Set<String>()
+            for record in records {
+                let i = record.interval
+                let summary = (try? i.latency.histogram())?.summary ?? LatencySummary()
+                try statement.execute(arguments: [
+                    record.runID, record.agentIndex, i.phase.rawValue, i.seq, Int64(i.elapsedNanos),
+                    Int64(record.receivedAtWallNanos), Int64(i.ops), Int64(i.bytes), Int64(i.errors.total),
+                    Self.json(i.errors), i.ops > 0 ? summary.p50 : nil, i.ops > 0 ? summary.p99 : nil,
+                    i.ops > 0 ? summary.max : nil, Self.json(i.latency)])
+                runs.insert(record.runID)
+            }
+            for run in runs {
+                try db.execute(sql: "UPDATE run SET lastSeenAtNanos = ? WHERE id = ?",
+                               arguments: [Int64(seenAtWallNanos), run])
+            }
+        }
+    }
+
+    /// Records how a run ended, all in one transaction: the summary, per-agent figures, the merged histogram and
+    /// errors of each phase, and the report as `--json` printed it.
+    public func finishRun(_ report: RunReport, aggregate: RunAggregate) async throws(LoadgenError) {
+        let reportJSON = Self.json(report)
+        let phases: [(Phase, String, [(ErrorKind, UInt64, String?)])] = Phase.allCases.filter(aggregate.hasPhase).map { phase in
+            let tally = aggregate.clusterTally(phase)
+            return (phase, Self.json(SparseHistogram(tally.latency)),
+                    tally.errors.nonzero.map { ($0.kind, $0.count, tally.errorSamples[$0.kind]) })
+        }
+        let agentRows = report.perAgent.enumerated().map { index, agent in
+            (index, agent, aggregate.agents[index].phase(.main).done)
+        }
+        let durationNanos = aggregate.clusterDurationNanos(.main)
+        let cleanupDuration = aggregate.hasPhase(.cleanup) ? aggregate.clusterDurationNanos(.cleanup) : nil
+        try await self.asyncWrite { db in
+            let l = report.latencyUs
+            try db.execute(sql: """
+                UPDATE run SET status = ?, message = ?, endedAt = ?, durationNanos = ?, ops = ?, bytes = ?, errors = ?,
+                    opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?, p99Micros = ?, p999Micros = ?,
+                    maxMicros = ?, meanMicros = ?, firstDoneNanos = ?, lastDoneNanos = ?, cleanupOps = ?,
+                    cleanupDurationNanos = ?, cleanupOpsPerSecond = ?, report = ?
+                WHERE id = ?
+                """, arguments: [
+                    report.status.rawValue, report.message, report.endedAt, Int64(durationNanos), Int64(report.ops),
+                    Int64(report.bytes), Int64(report.errors), report.opsPerS, report.mibPerS, l.p50, l.p90, l.p99,
+                    l.p999, l.max, l.mean, Int64(report.firstDoneS * 1e9), Int64(report.lastDoneS * 1e9),
+                    report.cleanup.map { Int64($0.ops) }, cleanupDuration.map { Int64($0) }, report.cleanup?.opsPerS,
+                    reportJSON, report.runID])
+            for (index, agent, done) in agentRows {
+                try db.execute(sql: """
+                    UPDATE runAgent SET status = ?, message = ?, runDirectory = ?, ops = ?, bytes = ?, errors = ?,
+                        durationNanos = ?, opsPerSecond = ?, p50Micros = ?, p99Micros = ?, maxMicros = ?,
+                        firstDoneNanos = ?, lastDoneNanos = ?
+                    WHERE runID = ? AND agentIndex = ?
+                    """, arguments: [
+                        agent.status.rawValue, agent.message, agent.runDirectory, Int64(agent.ops), Int64(agent.bytes),
+                        Int64(agent.errors), Int64(agent.durationS * 1e9), agent.opsPerS, agent.latencyUs.p50,
+                        agent.latencyUs.p99, agent.latencyUs.max, done.map { Int64($0.firstDoneNanos) },
+                        done.map { Int64($0.lastDoneNanos) }, report.runID, index])
+            }
+            for (phase, histogram, errors) in phases {
+                try db.execute(sql: "INSERT OR REPLACE INTO runHistogram (runID, phase, histogram) VALUES (?, ?, ?)",
+                               arguments: [report.runID, phase.rawValue, histogram])
+                for (kind, count, sample) in errors {
+                    try db.execute(sql: "INSERT OR REPLACE INTO runError (runID, phase, kind, count, sample) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [report.runID, phase.rawValue, kind.rawValue, Int64(count), sample])
+                }
+            }
+        }
+    }
+
+    /// Marks as `aborted` every run left `running` whose coordinator is gone (killed, crashed, powered off),
+    /// keeping and summarizing what it had stored. A run whose coordinator is still alive is left alone; one whose
+    /// coordinator ran on another host counts as gone once it has written nothing for `staleAfterNanos`.
+    /// Returns the ids marked.
+    @discardableResult
+    public func markAbandonedRuns(seenFrom here: ProcessIdentity, nowWallNanos: UInt64,
+                                  staleAfterNanos: UInt64 = 300_000_000_000) throws(LoadgenError) -> [String] {
+        let running: [(String, ProcessIdentity, UInt64)] = try self.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT id, coordinatorHost, coordinatorPid, coordinatorStartTicks, bootID, lastSeenAtNanos
+                FROM run WHERE status = 'running'
+                """).map { row in
+                (row["id"], ProcessIdentity(host: row["coordinatorHost"], pid: Int32(row["coordinatorPid"] as Int64),
+                                            startTicks: row["coordinatorStartTicks"], bootID: row["bootID"]),
+                 UInt64(row["lastSeenAtNanos"] as Int64))
+            }
+        }
+        var marked: [String] = []
+        for (id, identity, lastSeen) in running {
+            let alive = identity.isAlive(seenFrom: here) ?? (nowWallNanos &- lastSeen < staleAfterNanos)
+            if alive { continue }
+            guard var aggregate = try self.loadAggregate(runID: id) else { continue }
+            for index in aggregate.agents.indices where aggregate.agents[index].status == .running {
+                aggregate.agents[index].status = .aborted
+                aggregate.agents[index].message = "The coordinator stopped before the run ended."
+            }
+            let report = RunReport(aggregate: aggregate, startedAtWallNanos: try self.startedAtNanos(id),
+                                   endedAtWallNanos: lastSeen, loadgenVersion: "",
+                                   message: "The coordinator stopped (killed, crashed or powered off) before the run ended; what it had received is kept.")
+            var stored = report
+            stored.loadgenVersion = try self.read { db in try String.fetchOne(db, sql: "SELECT loadgenVersion FROM run WHERE id = ?", arguments: [id]) ?? "" }
+            let final = stored
+            try self.write { db in
+                // Only if still running: another process may have settled it meanwhile.
+                guard try String.fetchOne(db, sql: "SELECT status FROM run WHERE id = ?", arguments: [id]) == "running" else { return }
+                let l = final.latencyUs
+                try db.execute(sql: """
+                    UPDATE run SET status = 'aborted', message = ?, endedAt = ?, durationNanos = ?, ops = ?, bytes = ?,
+                        errors = ?, opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?, p99Micros = ?,
+                        p999Micros = ?, maxMicros = ?, meanMicros = ?, report = ?
+                    WHERE id = ?
+                    """, arguments: [final.message, final.endedAt, Int64(final.durationS * 1e9), Int64(final.ops),
+                                     Int64(final.bytes), Int64(final.errors), final.opsPerS, final.mibPerS, l.p50, l.p90,
+                                     l.p99, l.p999, l.max, l.mean, Self.json(final), id])
+                try db.execute(sql: "UPDATE runAgent SET status = 'aborted' WHERE runID = ? AND status = 'running'",
+                               arguments: [id])
+            }
+            marked.append(id)
+        }
+        return marked
+    }
+
+    private func startedAtNanos(_ id: String) throws(LoadgenError) -> UInt64 {
+        try self.read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT startedAtNanos FROM run WHERE id = ?", arguments: [id]) ?? 0) }
+    }
+
+    func asyncWrite(_ body: @escaping @Sendable (Database) throws -> Void) async throws(LoadgenError) {
+        do {
+            try await self.writerForAsync.write(body)
+        } catch let error as LoadgenError {
+            throw error
+        } catch let error as DatabaseError {
+            throw LoadgenError(.store, "The run store failed: \(error.message ?? "\(error.resultCode)").")
+        } catch {
+            throw LoadgenError(.store, "The run store failed: \(error).")
+        }
+    }
+}

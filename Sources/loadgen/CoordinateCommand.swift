@@ -1,0 +1,193 @@
+import ArgumentParser
+import Foundation
+import LoadgenAgent
+import LoadgenCore
+import LoadgenCoordinator
+import LoadgenStore
+
+/// `loadgen coordinate`: drive one run (or one per mode) across agents, show it live, print and keep the result.
+struct CoordinateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinate",
+        abstract: "Run a write or fetch workload on the agents (or an embedded one) and report it.",
+        discussion: """
+            A directory target runs the write workload: each agent creates --files files of --size bytes in a fresh
+            directory of its own under the target (loadgen-<run>-<agent>), then removes them in a timed cleanup
+            phase unless --keep is given. An http:// or https:// target runs the fetch workload.
+
+            Without --agents, an embedded agent in this process does the work, so one command measures this machine.
+            With several modes (a comma list, or all), the same workload runs once per mode and a table compares
+            them, with the speed-up against sequential.
+
+            Examples:
+              loadgen coordinate --target /tmp
+              loadgen coordinate --target /dev/shm --files 100000 --size 2 --mode threads --workers 2
+              loadgen coordinate --target /data --files 1000000 --size 1k-64k --dirs 100 --fsync end --keep
+              loadgen coordinate --target /tmp --mode sequential,threads --workers 100 --label tutorial --json
+
+            Exit status: 0 every run completed; 1 a run failed, was partial or aborted; 2 the request was refused
+            before anything started.
+            """
+    )
+
+    @OptionGroup(title: "Run")
+    var run: RunOptions
+
+    @OptionGroup(title: "Write workload (directory targets)")
+    var write: WriteOptions
+
+    @OptionGroup(title: "Store")
+    var store: StoreOptions
+
+    @Flag(help: "Do not store the runs (to measure the store's cost, or on a read-only home).")
+    var noStore = false
+
+    func validate() throws {
+        do {
+            _ = try self.plan()
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// Everything the command will run, checked before anything starts.
+    struct Plan: Sendable {
+        var workload: WorkloadKind
+        var modes: [ExecutionMode]
+        var makeRequest: @Sendable (ExecutionMode, String) -> RunRequest
+    }
+
+    func plan() throws(LoadgenError) -> Plan {
+        guard !self.run.targets.isEmpty else {
+            throw .usage("Give a --target: a directory for the write workload, or an http:// or https:// URL to fetch.")
+        }
+        let urls = self.run.targets.filter { $0.contains("://") }
+        let dirs = self.run.targets.filter { !$0.contains("://") }
+        if !urls.isEmpty, !dirs.isEmpty {
+            throw .usage("The targets mix URLs (\(urls[0])) and directories (\(dirs[0])): a run is either a write run or a fetch run.")
+        }
+        if !urls.isEmpty {
+            for url in urls { _ = try TargetURL.parse(url) }
+            throw .usage("Fetch runs are not available in this build of loadgen; give a directory target.")
+        }
+        guard dirs.count == 1 else {
+            throw .usage("Give one target directory; got \(dirs.count) (\(dirs.joined(separator: ", "))).")
+        }
+        let target = dirs[0]
+        let size = try SizeRange.parse(self.write.size)
+        var modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .write)
+        let explicitAsync = self.run.mode.map { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == "async" } } ?? false
+        if modes.contains(.async) {
+            if explicitAsync {
+                throw .usage("--mode async is not available for write runs yet (it needs the io_uring engine); use sequential, threads or processes.")
+            }
+            modes.removeAll { $0 == .async }
+        }
+        guard self.run.workers >= 1 else { throw .usage("--workers must be at least 1; got \(self.run.workers).") }
+        guard let interval = DurationText.parseNanos(self.run.interval) else {
+            throw .usage("The interval '\(self.run.interval)' is not a duration such as 1s or 500ms.")
+        }
+        let spec = WriteSpec(target: target, files: self.write.files, size: size, dirs: self.write.dirs,
+                             fsync: self.write.fsync, keep: self.write.keep)
+        try spec.validate()
+        let workers = self.run.workers
+        let label = self.run.label
+        let seed = self.run.seed ?? UInt64.random(in: 0...UInt64.max)
+        let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
+                               intervalNanos: interval)
+        try probe.validate()
+        return Plan(workload: .write, modes: modes) { mode, runID in
+            RunRequest(runID: runID, label: label, write: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
+        }
+    }
+
+    func run() async throws {
+        let plan = try self.plan()
+        let store = self.noStore ? nil : try self.store.open()
+        let renderer = Renderer(json: self.run.json)
+        let agentConfiguration = AgentConfiguration(
+            agentID: HostEnvironment.hostName, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
+            loadgenVersion: Loadgen.version, policy: .embedded, prover: nil,
+            workerExecutable: HostEnvironment.executablePath)
+        let coordinatorConfiguration = CoordinatorConfiguration(loadgenVersion: Loadgen.version, host: HostEnvironment.hostName,
+                                                                startDelayNanos: 50_000_000)
+        let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
+            try await EmbeddedAgentLink.with(configuration: agentConfiguration) { link in
+                try await CoordinatorSession.with(links: [link], configuration: coordinatorConfiguration,
+                                                  interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
+                    let agents = try await session.connect()
+                    renderer.connected(agents)
+                    var outcomes: [RunOutcome] = []
+                    for mode in plan.modes where !session.interrupted {
+                        let request = plan.makeRequest(mode, HostEnvironment.makeRunID())
+                        let outcome = try await session.run(request, observer: renderer, recorder: recorder)
+                        renderer.finished(outcome)
+                        outcomes.append(outcome)
+                    }
+                    return outcomes
+                }
+            }
+        }
+        let outcomes: [RunOutcome]
+        if let store {
+            outcomes = try await StoreRecorder.with(
+                store: store, coordinator: ProcessIdentity.current(host: HostEnvironment.hostName),
+                loadgenVersion: Loadgen.version) { recorder in try await drive(recorder) }
+        } else {
+            outcomes = try await drive(nil)
+        }
+        renderer.compare(outcomes)
+        if outcomes.contains(where: { $0.report.status != .completed || $0.warnings.contains { $0.hasPrefix("The run could not be stored") } }) {
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Options shared by every run.
+struct RunOptions: ParsableArguments {
+    @Option(name: .customLong("target"), help: ArgumentHelp(
+        "A directory to write files under, or an http(s) URL to fetch (repeatable).", valueName: "DIR|URL"))
+    var targets: [String] = []
+
+    @Option(help: ArgumentHelp(
+        "sequential, threads, processes or async; a comma list or all runs each and compares them.",
+        valueName: "MODE[,MODE...]"))
+    var mode: String?
+
+    @Option(help: ArgumentHelp("Concurrency on each agent: threads, worker processes or operations in flight (sequential uses 1).", valueName: "N"))
+    var workers: Int = max(2, HostEnvironment.cores)
+
+    @Option(help: ArgumentHelp("A label stored with the run, to find and compare it later.", valueName: "TEXT"))
+    var label: String?
+
+    @Option(help: ArgumentHelp("How often agents report (and the live view updates).", valueName: "DURATION"))
+    var interval: String = "1s"
+
+    @Option(help: ArgumentHelp("Seed for file names and sizes, to repeat a run exactly (default: random).", valueName: "N"))
+    var seed: UInt64?
+
+    @Flag(help: "Print one JSON object per run on stdout (schemas/run-report.schema.json); everything else goes to stderr.")
+    var json = false
+}
+
+/// Options of the write workload.
+struct WriteOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Files each agent creates.", valueName: "N"))
+    var files: Int = 10_000
+
+    @Option(help: ArgumentHelp(
+        "Bytes per file: 2, 4k, 1m (powers of 1024), or a range such as 1k-64k drawn uniformly per file.",
+        valueName: "BYTES"))
+    var size: String = "2"
+
+    @Option(help: ArgumentHelp("Spread the files over N subdirectories of the run directory.", valueName: "N"))
+    var dirs: Int = 1
+
+    @Option(help: ArgumentHelp("none; each (fsync every file, inside its timed operation); end (one syncfs when all are written).", valueName: "none|each|end"))
+    var fsync: FsyncPolicy = .none
+
+    @Flag(help: "Keep the files; by default they are removed after the run, timed as its cleanup phase.")
+    var keep = false
+}
+
+extension FsyncPolicy: ExpressibleByArgument {}

@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+import LoadgenCore
+import LoadgenStore
+
+/// `loadgen history`: every run kept, and comparisons between them.
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "List, show and compare stored runs.",
+        discussion: """
+            Examples:
+              loadgen history                              the latest runs, newest first
+              loadgen history --label nightly --since 7d   one label's runs of the last week
+              loadgen history show last                    everything stored for the latest run
+              loadgen history compare last~1 last          is the latest run slower than the one before?
+              loadgen history compare A B --fail-if-slower 5   exit 1 if B's throughput is over 5% below A's (for CI)
+
+            A run is named by its id, a unique prefix of it, last, or last~N (the N-th before the last).
+            """,
+        subcommands: [ListCommand.self, ShowCommand.self, CompareCommand.self],
+        defaultSubcommand: ListCommand.self
+    )
+}
+
+extension HistoryCommand {
+    struct ListCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List runs, newest first.")
+
+        @OptionGroup var store: StoreOptions
+
+        @Option(help: ArgumentHelp("Show at most N runs.", valueName: "N"))
+        var limit: Int = 20
+
+        @Option(help: "Only runs with this label.")
+        var label: String?
+
+        @Option(help: ArgumentHelp("Only write or fetch runs.", valueName: "write|fetch"))
+        var workload: String?
+
+        @Option(help: ArgumentHelp("Only runs in this mode.", valueName: "MODE"))
+        var mode: String?
+
+        @Option(help: ArgumentHelp("Only runs that ended so.", valueName: "completed|partial|failed|aborted|running"))
+        var status: String?
+
+        @Option(help: ArgumentHelp("Only runs started since: a duration back (7d, 12h, 30m) or a date (2026-11-01).",
+                                   valueName: "WHEN"))
+        var since: String?
+
+        @Flag(help: "One JSON array of runs on stdout.")
+        var json = false
+
+        @Flag(help: "CSV with a header line on stdout.")
+        var csv = false
+
+        func validate() throws {
+            guard self.limit >= 1 else { throw ValidationError("--limit must be at least 1; got \(self.limit).") }
+            if self.json, self.csv { throw ValidationError("Give --json or --csv, not both.") }
+            if let workload, WorkloadKind(rawValue: workload) == nil {
+                throw ValidationError("The workload '\(workload)' is not write or fetch.")
+            }
+            if let mode, ExecutionMode(rawValue: mode) == nil {
+                throw ValidationError("The mode '\(mode)' is not one of sequential, threads, processes or async.")
+            }
+            if let status, RunStatus(rawValue: status) == nil || status == "lost" {
+                throw ValidationError("The status '\(status)' is not one of completed, partial, failed, aborted or running.")
+            }
+            if let since, Self.parseSince(since) == nil {
+                throw ValidationError("--since '\(since)' is neither a duration back (7d, 12h, 30m) nor a date (2026-11-01).")
+            }
+        }
+
+        static func parseSince(_ text: String) -> UInt64? {
+            let now = MonotonicClock.wallNanos()
+            if text.hasSuffix("d"), let days = Double(text.dropLast()), days >= 0 {
+                let back = UInt64(days * 86_400e9)
+                return now > back ? now - back : 0
+            }
+            if let back = DurationText.parseNanos(text), !text.allSatisfy({ $0.isNumber }) {
+                return now > back ? now - back : 0
+            }
+            let fields = text.split(separator: "-", omittingEmptySubsequences: false)
+            guard fields.count == 3, fields[0].count == 4, fields[1].count == 2, fields[2].count == 2,
+                  let year = Int32(fields[0]), let month = Int32(fields[1]), let day = Int32(fields[2]),
+                  (1...12).contains(month), (1...31).contains(day)
+            else { return nil }
+            var parts = tm()
+            parts.tm_year = year - 1900
+            parts.tm_mon = month - 1
+            parts.tm_mday = day
+            let seconds = timegm(&parts)
+            return seconds >= 0 ? UInt64(seconds) * 1_000_000_000 : nil
+        }
+
+        func run() async throws {
+            let store = try self.store.open()
+            let runs = try store.listRuns(RunFilter(
+                label: self.label, workload: self.workload, mode: self.mode, status: self.status,
+                sinceWallNanos: self.since.flatMap(Self.parseSince), limit: self.limit))
+            if self.json {
+                let data = try FrameCodec.makeEncoder().encode(runs)
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            if self.csv {
+                print("run_id,started_at,label,workload,mode,workers,agents,status,ops,errors,duration_s,ops_per_s,mib_per_s,p50_us,p99_us,target")
+                for r in runs {
+                    let fields: [String] = [
+                        r.runID, r.startedAt, r.label ?? "", r.workload, r.mode, String(r.workers), String(r.agents),
+                        r.status, String(r.ops), String(r.errors), r.durationS.map { "\($0)" } ?? "",
+                        r.opsPerS.map { "\($0)" } ?? "", r.mibPerS.map { "\($0)" } ?? "", r.p50Us.map { "\($0)" } ?? "",
+                        r.p99Us.map { "\($0)" } ?? "", r.target,
+                    ]
+                    print(fields.map(Self.csvField).joined(separator: ","))
+                }
+                return
+            }
+            guard !runs.isEmpty else {
+                FileHandle.standardError.write(Data("No runs stored in \(self.store.path) match.\n".utf8))
+                return
+            }
+            var rows = [["run", "started", "label", "workload", "mode", "workers", "status", "ops", "ops/s", "p99", "errors"]]
+            for r in runs {
+                rows.append([r.runID, Self.shortTime(r.startedAt), r.label ?? "", r.workload, r.mode, String(r.workers),
+                             r.status, Format.count(r.ops), r.opsPerS.map(Format.rate) ?? "-",
+                             r.p99Us.map { Format.latency(us: $0) } ?? "-", Format.count(r.errors)])
+            }
+            print(Format.table(rows, rightAligned: [5, 7, 8, 9, 10]))
+        }
+
+        static func csvField(_ text: String) -> String {
+            text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
+                ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
+        }
+
+        /// `2026-11-25T21:45:12.345Z` → `2026-11-25 21:45:12`.
+        static func shortTime(_ iso: String) -> String {
+            String(iso.prefix(19)).replacingOccurrences(of: "T", with: " ")
+        }
+    }
+
+    struct ShowCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "Show everything stored for a run.")
+
+        @OptionGroup var store: StoreOptions
+
+        @Argument(help: ArgumentHelp("The run: an id, a unique prefix, last, or last~N.", valueName: "RUN"))
+        var run: String
+
+        @Flag(help: "One JSON object: the run report plus an intervals array.")
+        var json = false
+
+        func run() async throws {
+            let store = try self.store.open()
+            let id = try store.resolveRunID(self.run)
+            guard let report = try store.report(runID: id) else {
+                throw LoadgenError.usage("There is no run '\(self.run)' in the store.")
+            }
+            let intervals = try store.intervals(runID: id)
+            if self.json {
+                let encoder = FrameCodec.makeEncoder()
+                var object = try JSONSerialization.jsonObject(with: try encoder.encode(report)) as! [String: Any]
+                object["intervals"] = try JSONSerialization.jsonObject(with: try encoder.encode(intervals))
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            print(Renderer.summary(report))
+            print("  started   \(report.startedAt)  ended \(report.endedAt)  loadgen \(report.loadgenVersion)")
+            if let write = report.write {
+                print("  request   \(Format.count(write.files)) files of \(write.size) under \(write.target), dirs \(write.dirs), fsync \(write.fsync.rawValue)\(write.keep ? ", kept" : "")")
+            }
+            guard !intervals.isEmpty else { return }
+            print("")
+            var rows = [["agent", "phase", "#", "at", "ops", "ops/s", "p50", "p99", "errors"]]
+            for i in intervals {
+                rows.append([i.agent, i.phase, String(i.seq), Format.seconds(i.elapsedS), Format.count(i.ops),
+                             Format.rate(i.opsPerS), i.p50Us.map { Format.latency(us: $0) } ?? "-",
+                             i.p99Us.map { Format.latency(us: $0) } ?? "-", Format.count(i.errors)])
+            }
+            print(Format.table(rows, rightAligned: [2, 3, 4, 5, 6, 7, 8]))
+        }
+    }
+
+    struct CompareCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "compare", abstract: "Compare two runs side by side, with deltas and a verdict.")
+
+        @OptionGroup var store: StoreOptions
+
+        @Argument(help: ArgumentHelp("The baseline run.", valueName: "RUN_A"))
+        var a: String
+
+        @Argument(help: ArgumentHelp("The run to judge against it.", valueName: "RUN_B"))
+        var b: String
+
+        @Flag(help: "One JSON object with both runs' figures, the deltas and the verdict.")
+        var json = false
+
+        @Option(help: ArgumentHelp("Exit 1 when B's throughput is more than PCT percent below A's.", valueName: "PCT"))
+        var failIfSlower: Double?
+
+        func validate() throws {
+            if let pct = self.failIfSlower, !(pct >= 0 && pct.isFinite) {
+                throw ValidationError("--fail-if-slower must be a percentage of 0 or more; got \(pct).")
+            }
+        }
+
+        func run() async throws {
+            let store = try self.store.open()
+            let idA = try store.resolveRunID(self.a)
+            let idB = try store.resolveRunID(self.b)
+            guard let a = try store.report(runID: idA), let b = try store.report(runID: idB) else {
+                throw LoadgenError.usage("A run to compare has no figures stored.")
+            }
+            let comparison = RunComparison(a: a, b: b)
+            if self.json {
+                print(String(decoding: try FrameCodec.makeEncoder().encode(comparison), as: UTF8.self))
+            } else {
+                print(comparison.table())
+                print(comparison.verdict)
+            }
+            if let pct = self.failIfSlower, comparison.throughputChangePct < -pct {
+                FileHandle.standardError.write(Data("loadgen: run \(b.runID) is \((-comparison.throughputChangePct).formatted(decimals: 1))% slower than \(a.runID), more than the \(pct.formatted(decimals: 1))% allowed.\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import LoadgenCore
+import LoadgenCoordinator
+import Synchronization
+
+/// What people see: a live line on stderr while a phase runs, then a summary per run and a comparison of modes.
+/// With `--json`, stdout carries only one JSON object per run and everything else goes to stderr.
+final class Renderer: RunObserver {
+    private let json: Bool
+    private let interactive: Bool
+    private struct State {
+        var lastLiveAt: UInt64 = 0
+        var liveShown = false
+        var lastLineSecond = -1
+    }
+    private let state = Mutex(State())
+
+    init(json: Bool) {
+        self.json = json
+        self.interactive = isatty(2) == 1
+    }
+
+    // MARK: - Output streams
+
+    private func human(_ text: String) {
+        let data = Data((text.hasSuffix("\n") ? text : text + "\n").utf8)
+        if self.json { FileHandle.standardError.write(data) } else { FileHandle.standardOutput.write(data) }
+    }
+
+    private func status(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    private func clearLiveLine() {
+        let shown = self.state.withLock { state -> Bool in
+            defer { state.liveShown = false }
+            return state.liveShown
+        }
+        if shown { self.status("\r\u{1B}[2K") }
+    }
+
+    // MARK: - RunObserver
+
+    func connected(_ agents: [ConnectedAgent]) {
+        guard agents.count > 1 || agents.first?.address != "embedded" else { return }
+        var lines = ["agents: \(agents.count)"]
+        for agent in agents {
+            lines.append("  \(agent.agentID) at \(agent.address): \(agent.cores) cores, rtt \(Format.latency(us: Double(agent.rttNanos) / 1000)), clock offset \(Format.latency(us: Double(abs(agent.clockOffsetNanos)) / 1000))")
+        }
+        self.status(lines.joined(separator: "\n") + "\n")
+    }
+
+    func phaseStarted(_ request: RunRequest, phase: Phase, agents: [ConnectedAgent]) {
+        self.state.withLock { $0.lastLineSecond = -1 }
+        if phase == .main {
+            self.status("\(request.runID)  \(request.workload.rawValue) \(request.mode.rawValue)  \(request.workers) worker\(request.workers == 1 ? "" : "s")  \(Self.describe(request))\n")
+        }
+    }
+
+    func progress(_ snapshot: ProgressSnapshot) {
+        let unit = Self.unit(snapshot.request, phase: snapshot.phase)
+        var parts = ["  \(snapshot.phase == .main ? Self.verb(snapshot.request) : "cleanup")"]
+        if let expected = snapshot.expectedOps {
+            parts.append("\(Format.count(snapshot.ops))/\(Format.count(expected)) \(unit)")
+        } else {
+            parts.append("\(Format.count(snapshot.ops)) \(unit)")
+        }
+        parts.append("\(Format.compact(snapshot.currentRate))/s")
+        if let expected = snapshot.expectedOps, snapshot.currentRate > 0, expected > snapshot.ops {
+            parts.append("ETA \(Format.seconds(Double(expected - snapshot.ops) / snapshot.currentRate))")
+        }
+        parts.append("errors \(Format.count(snapshot.errors))")
+        if snapshot.agentsLost > 0 { parts.append("lost \(snapshot.agentsLost)") }
+        let line = parts.joined(separator: "  ")
+        let now = MonotonicClock.nowNanos()
+        if self.interactive {
+            let show = self.state.withLock { state -> Bool in
+                guard now &- state.lastLiveAt >= 200_000_000 else { return false }
+                state.lastLiveAt = now
+                state.liveShown = true
+                return true
+            }
+            if show { self.status("\r\u{1B}[2K" + line) }
+        } else {
+            let second = Int(snapshot.elapsedNanos / 1_000_000_000)
+            let show = self.state.withLock { state -> Bool in
+                guard second > state.lastLineSecond, second >= 1 else { return false }
+                state.lastLineSecond = second
+                return true
+            }
+            if show { self.status("\(line)  at \(second)s\n") }
+        }
+    }
+
+    func agentLost(_ agent: ConnectedAgent, message: String) {
+        self.clearLiveLine()
+        self.status("loadgen: \(message)\n")
+    }
+
+    func note(_ message: String) {
+        self.clearLiveLine()
+        self.status("loadgen: \(message)\n")
+    }
+
+    // MARK: - Results
+
+    func finished(_ outcome: RunOutcome) {
+        self.clearLiveLine()
+        let report = outcome.report
+        if self.json {
+            FileHandle.standardOutput.write(Data((report.jsonLine() + "\n").utf8))
+        }
+        self.human(Self.summary(report))
+        for warning in outcome.warnings { self.status("loadgen: \(warning)\n") }
+    }
+
+    func compare(_ outcomes: [RunOutcome]) {
+        guard outcomes.count > 1 else { return }
+        let reports = outcomes.map(\.report)
+        let base = reports.first { $0.mode == .sequential && $0.status == .completed }?.opsPerS
+        let unit = Self.unit(outcomes[0].aggregate.request, phase: .main)
+        var rows = [["mode", "workers", "\(unit)/s", "p50", "p99", "errors", "speed-up", "status"]]
+        for r in reports {
+            rows.append([r.mode.rawValue, String(r.workers), Format.rate(r.opsPerS), Format.latency(us: r.latencyUs.p50),
+                         Format.latency(us: r.latencyUs.p99), Format.count(r.errors),
+                         base.map { $0 > 0 ? "\((r.opsPerS / $0).formatted(decimals: 2))x" : "-" } ?? "-", r.status.rawValue])
+        }
+        self.human("\n" + Format.table(rows, rightAligned: [1, 2, 3, 4, 5, 6]))
+    }
+
+    // MARK: - Text
+
+    static func verb(_ request: RunRequest) -> String { request.workload == .write ? "create" : "fetch" }
+
+    static func unit(_ request: RunRequest, phase: Phase) -> String {
+        request.workload == .write ? "files" : "requests"
+    }
+
+    static func describe(_ request: RunRequest) -> String {
+        if let write = request.write {
+            var parts = ["\(Format.count(write.files)) files of \(write.size)", "under \(write.target)"]
+            if write.dirs > 1 { parts.append("in \(write.dirs) dirs") }
+            if write.fsync != .none { parts.append("fsync \(write.fsync.rawValue)") }
+            if write.keep { parts.append("kept") }
+            return parts.joined(separator: ", ")
+        }
+        if let fetch = request.fetch {
+            return "\(fetch.urls.count) URL\(fetch.urls.count == 1 ? "" : "s")"
+        }
+        return ""
+    }
+
+    static func summary(_ r: RunReport) -> String {
+        let unit = r.workload == .write ? "files" : "requests"
+        var lines: [String] = []
+        var head = "run \(r.runID)  \(r.workload.rawValue)  \(r.mode.rawValue)  \(r.workers) worker\(r.workers == 1 ? "" : "s")"
+        if r.agents > 1 { head += "  \(r.agents) agents" }
+        if let label = r.label { head += "  [\(label)]" }
+        head += "  \(r.status.rawValue)"
+        lines.append(head)
+        let done = r.workload == .write ? "created" : "answered"
+        lines.append("  \(Format.pad(unit, 9)) \(Format.count(r.ops)) \(done) in \(Format.seconds(r.durationS))  \(Format.rate(r.opsPerS)) \(unit)/s  \(r.mibPerS.formatted(decimals: 2)) MiB/s  errors \(Format.count(r.errors))")
+        if r.ops > 0 {
+            let l = r.latencyUs
+            lines.append("  latency   p50 \(Format.latency(us: l.p50))  p90 \(Format.latency(us: l.p90))  p99 \(Format.latency(us: l.p99))  p99.9 \(Format.latency(us: l.p999))  max \(Format.latency(us: l.max))")
+            lines.append("  workers   first done \(Format.seconds(r.firstDoneS))  last done \(Format.seconds(r.lastDoneS))")
+        }
+        if !r.errorsByKind.isEmpty {
+            let kinds = r.errorsByKind.sorted { $0.value > $1.value }.map { "\($0.key) \(Format.count($0.value))" }
+            lines.append("  errors    " + kinds.joined(separator: "  "))
+            for (kind, sample) in r.errorSamples.sorted(by: { $0.key < $1.key }).prefix(3) {
+                lines.append("            \(kind): \(sample)")
+            }
+        }
+        if let cleanup = r.cleanup {
+            lines.append("  cleanup   \(Format.count(cleanup.ops)) removed in \(Format.seconds(cleanup.durationS))  \(Format.rate(cleanup.opsPerS)) \(unit)/s  p99 \(Format.latency(us: cleanup.latencyUs.p99))")
+        }
+        if let message = r.message { lines.append("  note      \(message)") }
+        if r.agents == 1, let agent = r.perAgent.first, let dir = agent.runDirectory {
+            lines.append("  directory \(dir)\(r.write?.keep == true ? " (kept)" : r.cleanup != nil ? " (removed)" : "")")
+        }
+        if r.agents > 1 {
+            var rows = [["agent", "status", unit, "\(unit)/s", "p99", "errors", "last done"]]
+            for a in r.perAgent {
+                rows.append([a.agent, a.status.rawValue, Format.count(a.ops), Format.rate(a.opsPerS),
+                             Format.latency(us: a.latencyUs.p99), Format.count(a.errors), Format.seconds(a.lastDoneS)])
+            }
+            lines.append(Format.table(rows, rightAligned: [2, 3, 4, 5, 6]).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        }
+        return lines.joined(separator: "\n")
+    }
+}

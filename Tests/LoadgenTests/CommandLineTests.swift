@@ -1,0 +1,159 @@
+import Foundation
+import Testing
+@testable import LoadgenCore
+
+/// The built binary, end to end: what users and scripts see.
+@Suite(.timeLimit(.minutes(3)))
+struct CommandLineTests {
+    static func jsonLines(_ text: String) throws -> [[String: Any]] {
+        try text.split(separator: "\n").map { line in
+            try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        }
+    }
+
+    static let reportSchema = TestSupport.packageRoot.appendingPathComponent("schemas/run-report.schema.json")
+
+    @Test func everyModeRunsAndPrintsOneSchemaValidJSONObjectPerRun() throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let db = root + "/runs.sqlite"
+        let target = root + "/t"
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        let out = try TestSupport.run(["coordinate", "--target", target, "--files", "50", "--size", "1-8",
+                                       "--mode", "sequential,threads,processes", "--workers", "2", "--keep", "--json",
+                                       "--label", "e2e"], environment: ["LOADGEN_DB": db])
+        #expect(out.status == 0, "\(out.stderr)")
+        let lines = try Self.jsonLines(out.stdout)
+        #expect(lines.count == 3)
+        let validator = try JSONSchemaValidator(schemaFile: Self.reportSchema)
+        for line in lines {
+            #expect(validator.validate(line) == [])
+            #expect(line["ops"] as? Int == 50)
+            #expect(line["status"] as? String == "completed")
+            #expect(line["label"] as? String == "e2e")
+            #expect((line["per_agent"] as? [Any])?.count == 1)
+        }
+        #expect(lines.map { $0["mode"] as? String } == ["sequential", "threads", "processes"])
+        // With --keep each run's directory holds exactly its 50 files.
+        let runDirs = try FileManager.default.contentsOfDirectory(atPath: target)
+        #expect(runDirs.count == 3)
+        for dir in runDirs {
+            #expect(TestSupport.files(under: target + "/" + dir).count == 50)
+        }
+        // The human summary and the comparison go to stderr when --json is given.
+        #expect(out.stderr.contains("speed-up"))
+    }
+
+    @Test func withoutKeepTheRunRemovesItsFilesAndTimesIt() throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let out = try TestSupport.run(["coordinate", "--target", root, "--files", "40", "--mode", "threads", "--json"],
+                                      environment: ["LOADGEN_DB": root + "/db.sqlite"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let line = try #require(try Self.jsonLines(out.stdout).first)
+        let cleanup = try #require(line["cleanup"] as? [String: Any])
+        #expect(cleanup["ops"] as? Int == 40)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
+    }
+
+    @Test func theHumanSummaryGoesToStdoutWithoutJSON() throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let out = try TestSupport.run(["coordinate", "--target", root, "--files", "20", "--mode", "sequential,threads"],
+                                      environment: ["LOADGEN_DB": root + "/db.sqlite"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout.contains("20 created"))
+        #expect(out.stdout.contains("speed-up"))
+        #expect(out.stdout.contains("cleanup"))
+    }
+
+    /// Each refusal: exit 2, one sentence naming the bad value, nothing created.
+    @Test(arguments: [
+        (["--files", "0"], "--files"),
+        (["--files=-3"], "-3"),
+        (["--workers", "0"], "--workers"),
+        (["--size", "12x"], "12x"),
+        (["--size", "9k-1k"], "9k-1k"),
+        (["--mode", "fast"], "fast"),
+        (["--mode", "async"], "async"),
+        (["--dirs", "0"], "--dirs"),
+        (["--fsync", "sometimes"], "sometimes"),
+        (["--interval", "soon"], "soon"),
+        (["--target", "http://127.0.0.1:9/"], "http://127.0.0.1:9/"),
+    ])
+    func refusalsExitTwoNamingTheValueAndCreateNothing(arguments: [String], named: String) throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let out = try TestSupport.run(["coordinate", "--target", root] + arguments,
+                                      environment: ["LOADGEN_DB": root + "/db.sqlite"])
+        #expect(out.status == 2, "\(arguments): \(out.stderr)")
+        #expect(out.stderr.contains(named), "\(out.stderr)")
+        #expect(out.stdout.isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
+    }
+
+    @Test func aMissingTargetIsRefused() throws {
+        let out = try TestSupport.run(["coordinate", "--target", "/nonexistent/lg-target", "--files", "1"],
+                                      environment: ["LOADGEN_DB": NSTemporaryDirectory() + "lg-missing.sqlite"])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("/nonexistent/lg-target"))
+    }
+
+    @Test func aFileAsTargetIsRefused() throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        _ = FileManager.default.createFile(atPath: root + "/plain", contents: Data("x".utf8))
+        let out = try TestSupport.run(["coordinate", "--target", root + "/plain"], environment: ["LOADGEN_DB": root + "/db.sqlite"])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("not a directory"))
+    }
+
+    @Test func helpTeachesWithExamples() throws {
+        let out = try TestSupport.run(["coordinate", "--help"])
+        #expect(out.status == 0)
+        #expect(out.stdout.contains("Examples:"))
+        #expect(out.stdout.contains("--fsync"))
+        #expect(out.stdout.contains("--keep"))
+    }
+
+    /// A full disk mid-run: the run ends failed with ENOSPC counted, and the files it reports are exactly the files
+    /// on disk. Needs root to mount a tiny tmpfs (CI runs as root).
+    @Test(.enabled(if: TestSupport.isRoot, "mounting a tmpfs needs root"))
+    func aFullDiskEndsTheRunWithExactCounts() throws {
+        let mountPoint = try TestSupport.makeTemporaryDirectory("lgfull")
+        defer { TestSupport.remove(mountPoint) }
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mountPoint]
+        try mount.run()
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else {
+            Issue.record("could not mount a tmpfs at \(mountPoint)")
+            return
+        }
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [mountPoint]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        for mode in ["threads", "processes"] {
+            let out = try TestSupport.run(["coordinate", "--target", mountPoint, "--files", "2000", "--size", "4k",
+                                           "--mode", mode, "--workers", "2", "--keep", "--json"],
+                                          environment: ["LOADGEN_DB": NSTemporaryDirectory() + "lg-full.sqlite"])
+            #expect(out.status == 1, "\(out.stderr)")
+            let line = try #require(try Self.jsonLines(out.stdout).first)
+            #expect(line["status"] as? String == "failed")
+            let kinds = line["errors_by_kind"] as? [String: Int] ?? [:]
+            #expect((kinds["ENOSPC"] ?? 0) >= 1, "\(kinds)")
+            let created = line["ops"] as? Int ?? -1
+            #expect(created > 0 && created < 2000)
+            let dirs = try FileManager.default.contentsOfDirectory(atPath: mountPoint).filter { $0.hasPrefix("loadgen-") }
+            let runDir = try #require(dirs.first { dir in (line["run_id"] as? String).map { dir.contains($0) } ?? false })
+            #expect(TestSupport.files(under: mountPoint + "/" + runDir).count == created)
+            #expect((line["message"] as? String)?.contains("ENOSPC") == true)
+            try FileManager.default.removeItem(atPath: mountPoint + "/" + runDir)
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+@testable import LoadgenCore
+
+/// Helpers shared by the tests: temporary directories, the package's files, the built binary.
+enum TestSupport {
+    /// The package root, found from this file's path (tests read `schemas/` from there).
+    static let packageRoot: URL = {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        }
+        fatalError("Package.swift not found above \(#filePath)")
+    }()
+
+    /// The `loadgen` binary built beside the test bundle.
+    static let binary: String = {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("loadgen").path
+    }()
+
+    /// A fresh directory under the system temp directory, removed by `cleanup`.
+    static func makeTemporaryDirectory(_ name: String = "lgtest") throws -> String {
+        let path = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    static func remove(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Every regular file under `path`, recursively.
+    static func files(under path: String) -> [String] {
+        guard let e = FileManager.default.enumerator(atPath: path) else { return [] }
+        var out: [String] = []
+        while let item = e.nextObject() as? String {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path + "/" + item, isDirectory: &isDir), !isDir.boolValue {
+                out.append(item)
+            }
+        }
+        return out
+    }
+
+    static func fileSize(_ path: String) -> UInt64 {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
+    }
+
+    static var isRoot: Bool { getuid() == 0 }
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs the built binary with a time limit and returns its exit status and output.
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = Locked(Data())
+        let errData = Locked(Data())
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            let d = out.fileHandleForReading.readDataToEndOfFile()
+            outData.withLock { $0 = d }
+            group.leave()
+        }
+        group.enter()
+        DispatchQueue.global().async {
+            let d = err.fileHandleForReading.readDataToEndOfFile()
+            errData.withLock { $0 = d }
+            group.leave()
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            process.terminate()
+            usleep(200_000)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            Issue.record("loadgen \(arguments.joined(separator: " ")) did not finish within \(timeout)s")
+        }
+        process.waitUntilExit()
+        group.wait()
+        return Output(status: process.terminationStatus,
+                      stdout: String(decoding: outData.value, as: UTF8.self),
+                      stderr: String(decoding: errData.value, as: UTF8.self))
+    }
+}

@@ -1,0 +1,255 @@
+import Foundation
+import Testing
+@testable import LoadgenCore
+
+struct SizeParsingTests {
+    @Test(arguments: [("2", 2), ("0", 0), ("4k", 4096), ("4K", 4096), ("1.5k", 1536), ("1m", 1 << 20),
+                      ("1g", 1 << 30), ("64KiB", 65536), ("10b", 10), (" 3k ", 3072)])
+    func parsesByteCounts(text: String, bytes: Int) {
+        #expect(ByteCount.parse(text) == UInt64(bytes))
+    }
+
+    @Test(arguments: ["", "k", "-1", "1x", "1kk", "abc", "1e3", "nan", "2000t"])
+    func refusesNonByteCounts(text: String) {
+        #expect(ByteCount.parse(text) == nil)
+    }
+
+    @Test func parsesRangesWithBothBounds() throws {
+        let range = try SizeRange.parse("1k-64k")
+        #expect(range.lowerBytes == 1024)
+        #expect(range.upperBytes == 65536)
+        #expect(!range.isFixed)
+    }
+
+    @Test func refusesABackwardRangeNamingIt() {
+        #expect(throws: LoadgenError.self) { try SizeRange.parse("64k-1k") }
+        do {
+            _ = try SizeRange.parse("64k-1k")
+        } catch {
+            #expect(error.message.contains("64k-1k"))
+            #expect(error.code == .usage)
+        }
+    }
+
+    @Test func refusesGarbageNamingTheValue() {
+        do {
+            _ = try SizeRange.parse("12x")
+            Issue.record("12x was accepted")
+        } catch {
+            #expect(error.message.contains("'12x'"))
+        }
+    }
+
+    @Test(arguments: [("30s", 30_000_000_000), ("500ms", 500_000_000), ("2m", 120_000_000_000), ("1h", 3_600_000_000_000),
+                      ("1.5s", 1_500_000_000), ("3", 3_000_000_000), ("250us", 250_000)])
+    func parsesDurations(text: String, nanos: UInt64) {
+        #expect(DurationText.parseNanos(text) == nanos)
+    }
+
+    @Test(arguments: ["", "s", "-1s", "1d", "fast"])
+    func refusesNonDurations(text: String) {
+        #expect(DurationText.parseNanos(text) == nil)
+    }
+}
+
+struct WorkDivisionTests {
+    @Test(arguments: [(10, 3), (100_000, 2), (7, 7), (3, 8), (1, 1), (1_000_003, 64)])
+    func sharesCoverEveryIndexOnceAndDifferByAtMostOne(total: Int, workers: Int) {
+        var next: UInt64 = 0
+        var counts: [UInt64] = []
+        for w in 0..<workers {
+            let share = FileNamer.share(of: UInt64(total), workers: workers, worker: w)
+            #expect(share.first == next)
+            next += share.count
+            counts.append(share.count)
+        }
+        #expect(next == UInt64(total))
+        #expect((counts.max() ?? 0) - (counts.min() ?? 0) <= 1)
+    }
+}
+
+struct FileNamerTests {
+    @Test func namesAreUrlSafe86CharactersPlusTxt() {
+        let namer = FileNamer(seed: 42, size: SizeRange(exactly: 2), dirs: 1)
+        let name = namer.path(of: 7)
+        #expect(name.count == 90)
+        #expect(name.hasSuffix(".txt"))
+        let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        #expect(name.dropLast(4).allSatisfy { allowed.contains($0) })
+    }
+
+    @Test func namesArePureFunctionsOfSeedAndIndex() {
+        let a = FileNamer(seed: 1, size: SizeRange(exactly: 2), dirs: 1)
+        let b = FileNamer(seed: 1, size: SizeRange(exactly: 2), dirs: 1)
+        let c = FileNamer(seed: 2, size: SizeRange(exactly: 2), dirs: 1)
+        #expect(a.path(of: 99) == b.path(of: 99))
+        #expect(a.path(of: 99) != c.path(of: 99))
+        #expect(a.path(of: 99) != a.path(of: 100))
+    }
+
+    @Test func namesDoNotCollideAcrossManyIndices() {
+        let namer = FileNamer(seed: 7, size: SizeRange(exactly: 2), dirs: 1)
+        let names = Set((0..<20_000).map { namer.path(of: UInt64($0)) })
+        #expect(names.count == 20_000)
+    }
+
+    @Test func subdirectoriesPrefixThePathRoundRobin() {
+        let namer = FileNamer(seed: 3, size: SizeRange(exactly: 2), dirs: 12)
+        #expect(namer.path(of: 0).hasPrefix("d000000/"))
+        #expect(namer.path(of: 13).hasPrefix("d000001/"))
+        #expect(namer.path(of: 11).hasPrefix("d000011/"))
+        #expect(FileNamer.directoryName(11) == "d000011")
+    }
+
+    @Test func rangeSizesStayWithinBoundsAndReachBoth() {
+        let namer = FileNamer(seed: 9, size: SizeRange(lowerBytes: 10, upperBytes: 13), dirs: 1)
+        let sizes = (0..<2000).map { namer.sizeBytes(of: UInt64($0)) }
+        #expect(sizes.allSatisfy { $0 >= 10 && $0 <= 13 })
+        #expect(Set(sizes) == [10, 11, 12, 13])
+    }
+
+    @Test func agentsGetDifferentSeeds() {
+        #expect(FileNamer.agentSeed(runSeed: 5, agentID: "a") != FileNamer.agentSeed(runSeed: 5, agentID: "b"))
+    }
+}
+
+struct HistogramTests {
+    @Test func mergedHistogramEqualsOneRecordingEverything() {
+        var a = LatencyHistogram.latency()
+        var b = LatencyHistogram.latency()
+        var all = LatencyHistogram.latency()
+        for v in stride(from: UInt64(1000), to: 2_000_000, by: 997) {
+            if v % 3 == 0 { a.recordLatency(v) } else { b.recordLatency(v) }
+            all.recordLatency(v)
+        }
+        var merged = a
+        merged.add(b)
+        #expect(merged.totalCount == all.totalCount)
+        for p in [50.0, 90, 99, 99.9, 100] {
+            #expect(merged.valueAtPercentile(p) == all.valueAtPercentile(p))
+        }
+    }
+
+    @Test func sparseFormRoundTripsExactly() throws {
+        var h = LatencyHistogram.latency()
+        for v: UInt64 in [1, 7, 999, 1000, 1001, 123_456, 9_999_999, 60_000_000_000] { h.recordLatency(v) }
+        h.record(5000, count: 17)
+        let sparse = SparseHistogram(h)
+        #expect(sparse.buckets.count < 20)
+        let back = try sparse.histogram()
+        #expect(back.totalCount == h.totalCount)
+        for p in [10.0, 50, 90, 99, 100] { #expect(back.valueAtPercentile(p) == h.valueAtPercentile(p)) }
+        #expect(back.min == h.min)
+        #expect(back.maxRecorded == h.maxRecorded)
+        #expect(SparseHistogram(back) == sparse)
+        let json = try JSONEncoder().encode(sparse)
+        #expect(try JSONDecoder().decode(SparseHistogram.self, from: json) == sparse)
+    }
+
+    @Test func latenciesBeyondTheLayoutAreClampedNotDropped() {
+        var h = LatencyHistogram.latency()
+        h.recordLatency(UInt64.max)
+        #expect(h.totalCount == 1)
+    }
+
+    @Test func malformedSparseBucketsAreRefused() {
+        #expect(throws: LoadgenError.self) { try SparseHistogram(buckets: [[1, 2, 3]]).histogram() }
+    }
+}
+
+struct TallyTests {
+    @Test func mergingSumsEverything() {
+        var a = Tally()
+        a.ops = 3
+        a.bytes = 30
+        a.recordError(.noSpace, "full")
+        a.latency.recordLatency(100)
+        var b = Tally()
+        b.ops = 4
+        b.bytes = 40
+        b.recordError(.noSpace, "full again")
+        b.recordError(.accessDenied, "denied")
+        b.latency.recordLatency(200)
+        a.merge(b)
+        #expect(a.ops == 7)
+        #expect(a.bytes == 70)
+        #expect(a.errors[.noSpace] == 2)
+        #expect(a.errors[.accessDenied] == 1)
+        #expect(a.errors.total == 3)
+        #expect(a.errorSamples[.noSpace] == "full")
+        #expect(a.latency.totalCount == 2)
+    }
+
+    @Test func errorCountsEncodeAsNamedNonzeroCounts() throws {
+        var counts = ErrorCounts()
+        counts.add(.noSpace, 3)
+        counts.add(.workerLost)
+        let data = try FrameCodec.makeEncoder().encode(counts)
+        #expect(String(decoding: data, as: UTF8.self) == #"{"ENOSPC":3,"worker":1}"#)
+        #expect(try FrameCodec.makeDecoder().decode(ErrorCounts.self, from: data) == counts)
+    }
+
+    @Test func unknownErrorKindsAreRefused() {
+        #expect(throws: (any Error).self) { try FrameCodec.makeDecoder().decode(ErrorCounts.self, from: Data(#"{"EWHAT":1}"#.utf8)) }
+    }
+
+    @Test func errnoValuesMapToTheirNames() {
+        #expect(ErrorKind.fromErrno(ENOSPC) == .noSpace)
+        #expect(ErrorKind.fromErrno(EMFILE) == .tooManyOpenFiles)
+        #expect(ErrorKind.fromErrno(EACCES) == .accessDenied)
+        #expect(ErrorKind.fromErrno(9999) == .otherErrno)
+        #expect(ErrorKind.noSpace.endsWriteRun)
+        #expect(!ErrorKind.accessDenied.endsWriteRun)
+    }
+}
+
+struct ModeListTests {
+    @Test func allMeansEveryModeInOrder() throws {
+        #expect(try ExecutionMode.parseList("all", workload: .write) == [.sequential, .threads, .processes, .async])
+        #expect(try ExecutionMode.parseList("threads, sequential,threads", workload: .write) == [.threads, .sequential])
+    }
+
+    @Test(arguments: ["fast", "threads,", "", "thread"])
+    func unknownModesAreRefusedByName(text: String) {
+        #expect(throws: LoadgenError.self) { try ExecutionMode.parseList(text, workload: .write) }
+    }
+}
+
+struct RequestValidationTests {
+    func request(files: Int = 10, workers: Int = 2, dirs: Int = 1, runID: String = "r1") -> RunRequest {
+        RunRequest(runID: runID, write: WriteSpec(target: "/tmp", files: files, dirs: dirs), mode: .threads,
+                   workers: workers, seed: 1)
+    }
+
+    @Test func aValidRequestPasses() throws {
+        try self.request().validate()
+    }
+
+    @Test(arguments: [(0, 2, 1, "r1", "--files"), (-5, 2, 1, "r1", "--files"), (10, 0, 1, "r1", "--workers"),
+                      (10, -1, 1, "r1", "--workers"), (10, 5000, 1, "r1", "--workers"), (10, 2, 0, "r1", "--dirs"),
+                      (10, 2, 1, "../x", "run id"), (10, 2, 1, "", "run id")])
+    func invalidFieldsAreNamed(files: Int, workers: Int, dirs: Int, runID: String, named: String) {
+        do {
+            try self.request(files: files, workers: workers, dirs: dirs, runID: runID).validate()
+            Issue.record("accepted an invalid request")
+        } catch {
+            #expect(error.message.contains(named), "\(error.message)")
+        }
+    }
+}
+
+struct SnakeCaseTests {
+    @Test func keysConvertBothWaysWithAcronyms() throws {
+        let report = WireMessage.Prepared(runID: "x", runDirectory: "/tmp/d")
+        let data = try FrameCodec.makeEncoder().encode(report)
+        #expect(String(decoding: data, as: UTF8.self) == #"{"run_directory":"\/tmp\/d","run_id":"x"}"# ||
+                String(decoding: data, as: UTF8.self) == #"{"run_directory":"/tmp/d","run_id":"x"}"#)
+        #expect(try FrameCodec.makeDecoder().decode(WireMessage.Prepared.self, from: data) == report)
+        #expect(SnakeCaseKey(camel: "perURL").stringValue == "per_url")
+        #expect(SnakeCaseKey(camel: "insecureTLS").stringValue == "insecure_tls")
+        #expect(SnakeCaseKey(camel: "firstDoneS").stringValue == "first_done_s")
+        #expect(SnakeCaseKey(camel: "ENOSPC").stringValue == "ENOSPC")
+        #expect(SnakeCaseKey("per_url").stringValue == "perURL")
+        #expect(SnakeCaseKey("mib_per_s").stringValue == "mibPerS")
+    }
+}

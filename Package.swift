@@ -36,6 +36,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "CLoadgen"),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen"], swiftSettings: swiftSettings),
         .target(
             name: "LoadgenWorkloads",
@@ -47,24 +48,29 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "LoadgenWire",
+            dependencies: ["LoadgenCore", "COpenSSL", nioCore],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "LoadgenStore",
             dependencies: ["LoadgenCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "LoadgenAgent",
-            dependencies: ["LoadgenCore", "LoadgenWorkloads", logging],
+            dependencies: ["LoadgenCore", "LoadgenWorkloads", "LoadgenWire", nioCore, nioPosix, logging],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "LoadgenCoordinator",
-            dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenStore", logging],
+            dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenStore", "LoadgenWire", nioCore, nioPosix, logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "loadgen",
             dependencies: [
-                "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore",
+                "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
                 logging, .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -72,7 +78,9 @@ let package = Package(
         .testTarget(
             name: "LoadgenTests",
             dependencies: [
-                "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "loadgen",
+                "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
+                "loadgen", .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

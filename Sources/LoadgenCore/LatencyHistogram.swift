@@ -83,6 +83,22 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
 
     public var isEmpty: Bool { self.buckets.isEmpty }
 
+    /// The value at a percentile (0-100), read straight from the sparse buckets, as the dense histogram would
+    /// answer it: the bucket's highest equivalent value, capped at the exact maximum.
+    public func valueAtPercentile(_ percentile: Double) -> UInt64 {
+        let total = self.totalCount
+        guard total > 0 else { return 0 }
+        if percentile >= 100 { return self.max }
+        if percentile <= 0 { return self.min }
+        let wanted = Swift.max(1, UInt64((percentile.nextDown * Double(total) / 100).rounded(.up)))
+        var seen: UInt64 = 0
+        for pair in self.buckets where pair.count == 2 {
+            seen &+= pair[1]
+            if seen >= wanted { return Swift.max(Swift.min(pair[0], self.max), self.min) }
+        }
+        return self.max
+    }
+
     public var totalCount: UInt64 { self.buckets.reduce(0) { $0 &+ ($1.count == 2 ? $1[1] : 0) } }
 
     /// The dense histogram; malformed pairs are refused rather than guessed at.

@@ -87,12 +87,12 @@ extension RunStore {
             var runs = Set<String>()
             for record in records {
                 let i = record.interval
-                let summary = (try? i.latency.histogram())?.summary ?? LatencySummary()
+                let hasLatency = i.latency.totalCount > 0
+                func us(_ p: Double) -> Double? { hasLatency ? Double(i.latency.valueAtPercentile(p)) / 1000 : nil }
                 try statement.execute(arguments: [
                     record.runID, record.agentIndex, i.phase.rawValue, i.seq, Int64(i.elapsedNanos),
                     Int64(record.receivedAtWallNanos), Int64(i.ops), Int64(i.bytes), Int64(i.errors.total),
-                    Self.json(i.errors), i.ops > 0 ? summary.p50 : nil, i.ops > 0 ? summary.p99 : nil,
-                    i.ops > 0 ? summary.max : nil, Self.json(i.latency)])
+                    Self.json(i.errors), us(50), us(99), us(100), Self.json(i.latency)])
                 runs.insert(record.runID)
             }
             for run in runs {

@@ -4,6 +4,7 @@ import LoadgenAgent
 import LoadgenCore
 import LoadgenCoordinator
 import LoadgenStore
+import LoadgenWire
 
 /// `loadgen coordinate`: drive one run (or one per mode) across agents, show it live, print and keep the result.
 struct CoordinateCommand: AsyncParsableCommand {
@@ -36,6 +37,9 @@ struct CoordinateCommand: AsyncParsableCommand {
     @OptionGroup(title: "Write workload (directory targets)")
     var write: WriteOptions
 
+    @OptionGroup(title: "Agents")
+    var agents: AgentOptions
+
     @OptionGroup(title: "Store")
     var store: StoreOptions
 
@@ -45,6 +49,8 @@ struct CoordinateCommand: AsyncParsableCommand {
     func validate() throws {
         do {
             _ = try self.plan()
+            _ = try self.agents.secret()
+            if self.agents.isRemote { _ = try self.agents.addresses() }
         } catch {
             throw ValidationError(error.message)
         }
@@ -105,27 +111,36 @@ struct CoordinateCommand: AsyncParsableCommand {
         let plan = try self.plan()
         let store = self.noStore ? nil : try self.store.open()
         let renderer = Renderer(json: self.run.json)
+        let secret = try self.agents.secret()
+        let remote = self.agents.isRemote ? try self.agents.addresses() : nil
         let agentConfiguration = AgentConfiguration(
             agentID: HostEnvironment.hostName, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
             loadgenVersion: Loadgen.version, policy: .embedded, prover: nil,
             workerExecutable: HostEnvironment.executablePath)
-        let coordinatorConfiguration = CoordinatorConfiguration(loadgenVersion: Loadgen.version, host: HostEnvironment.hostName,
-                                                                startDelayNanos: 50_000_000)
-        let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
-            try await EmbeddedAgentLink.with(configuration: agentConfiguration) { link in
-                try await CoordinatorSession.with(links: [link], configuration: coordinatorConfiguration,
-                                                  interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
-                    let agents = try await session.connect()
-                    renderer.connected(agents)
-                    var outcomes: [RunOutcome] = []
-                    for mode in plan.modes where !session.interrupted {
-                        let request = plan.makeRequest(mode, HostEnvironment.makeRunID())
-                        let outcome = try await session.run(request, observer: renderer, recorder: recorder)
-                        renderer.finished(outcome)
-                        outcomes.append(outcome)
-                    }
-                    return outcomes
+        let coordinatorConfiguration = CoordinatorConfiguration(
+            loadgenVersion: Loadgen.version, host: HostEnvironment.hostName, prover: secret,
+            startDelayNanos: remote == nil ? 50_000_000 : 250_000_000)
+        let session: @Sendable ([any AgentLink], (any RunRecorder)?) async throws -> [RunOutcome] = { links, recorder in
+            try await CoordinatorSession.with(links: links, configuration: coordinatorConfiguration,
+                                              interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
+                let agents = try await session.connect()
+                renderer.connected(agents)
+                var outcomes: [RunOutcome] = []
+                for mode in plan.modes where !session.interrupted {
+                    let request = plan.makeRequest(mode, HostEnvironment.makeRunID())
+                    let outcome = try await session.run(request, observer: renderer, recorder: recorder)
+                    renderer.finished(outcome)
+                    outcomes.append(outcome)
                 }
+                return outcomes
+            }
+        }
+        let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
+            if let remote {
+                return try await RemoteAgentLink.with(addresses: remote) { links in try await session(links, recorder) }
+            }
+            return try await EmbeddedAgentLink.with(configuration: agentConfiguration) { link in
+                try await session([link], recorder)
             }
         }
         let outcomes: [RunOutcome]
@@ -191,3 +206,73 @@ struct WriteOptions: ParsableArguments {
 }
 
 extension FsyncPolicy: ExpressibleByArgument {}
+
+/// Where the agents are, and the secret to prove to them.
+struct AgentOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Agents to run on, comma-separated (repeatable); without any, an embedded agent runs here.",
+                               valueName: "HOST:PORT,..."))
+    var agents: [String] = []
+
+    @Option(help: ArgumentHelp("A file of agent addresses, one per line (# starts a comment).", valueName: "FILE"))
+    var agentsFile: String?
+
+    @Option(help: ArgumentHelp("A DNS name whose every address is an agent (a headless Service, say).", valueName: "NAME[:PORT]"))
+    var agentsDns: String?
+
+    @Option(help: ArgumentHelp("File holding the secret shared with the agents (mode 0600).", valueName: "FILE"))
+    var secretFile: String?
+
+    var isRemote: Bool { !self.agents.isEmpty || self.agentsFile != nil || self.agentsDns != nil }
+
+    func secret() throws(LoadgenError) -> SharedSecret? {
+        try self.secretFile.map { path throws(LoadgenError) in try SharedSecret.load(path: path) }
+    }
+
+    func addresses() throws(LoadgenError) -> [AgentAddress] {
+        var texts = self.agents.flatMap { $0.split(separator: ",").map(String.init) }
+        if let file = self.agentsFile {
+            guard let content = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw .usage("The agents file '\(file)' cannot be read.")
+            }
+            for line in content.split(separator: "\n") {
+                let text = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+                let trimmed = text.trimmingCharacters(in: .whitespaces)
+                if !trimmed.isEmpty { texts.append(trimmed) }
+            }
+            if texts.isEmpty { throw .usage("The agents file '\(file)' lists no agents.") }
+        }
+        var addresses = try texts.map { text throws(LoadgenError) in try AgentAddress.parse(text) }
+        if let name = self.agentsDns {
+            let base = try AgentAddress.parse(name)
+            let resolved = Self.resolve(base.host)
+            guard !resolved.isEmpty else { throw .usage("The DNS name '\(base.host)' resolves to no address.") }
+            addresses += resolved.map { AgentAddress(host: $0, port: base.port) }
+        }
+        guard !addresses.isEmpty else { throw .usage("--agents lists no agents.") }
+        if let port = addresses.first(where: { $0.port == 0 }) { throw .usage("The agent address \(port) has port 0.") }
+        if Set(addresses).count != addresses.count {
+            throw .usage("An agent is listed twice: \(addresses.first { a in addresses.filter { $0 == a }.count > 1 }!).")
+        }
+        return addresses
+    }
+
+    /// Every address a name resolves to (IPv4 and IPv6), in the resolver's order, without repeats.
+    static func resolve(_ host: String) -> [String] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0 else { return [] }
+        defer { freeaddrinfo(result) }
+        var out: [String] = []
+        var cursor = result
+        while let info = cursor {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(info.pointee.ai_addr, info.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if !out.contains(text) { out.append(text) }
+            }
+            cursor = info.pointee.ai_next
+        }
+        return out
+    }
+}

@@ -29,6 +29,22 @@ enum HostEnvironment {
         return "\(stamp)-\(suffix)"
     }
 
+    /// Yields once on SIGTERM or SIGINT (a daemon's stop request).
+    static func terminations() -> AsyncStream<Void> {
+        AsyncStream { continuation in
+            var sources: [any DispatchSourceSignal] = []
+            for number in [SIGTERM, SIGINT] {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { continuation.yield() }
+                source.resume()
+                sources.append(source)
+            }
+            let boxes = sources.map(SignalSourceBox.init)
+            continuation.onTermination = { _ in for box in boxes { box.source.cancel() } }
+        }
+    }
+
     /// Yields once per Ctrl-C; a second Ctrl-C while the first is being handled quits at once.
     static func interrupts() -> AsyncStream<Void> {
         signal(SIGINT, SIG_IGN)

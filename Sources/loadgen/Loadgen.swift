@@ -20,7 +20,7 @@ struct Loadgen: AsyncParsableCommand {
             To spread load over several hosts, start `loadgen agent` on each and give the coordinator --agents.
             """,
         version: version,
-        subcommands: [CoordinateCommand.self, HistoryCommand.self, WorkerCommand.self]
+        subcommands: [CoordinateCommand.self, AgentCommand.self, HistoryCommand.self, WorkerCommand.self]
     )
 
     /// Parses and runs a command with loadgen's exit statuses: 0 done, 1 the run failed, was partial or aborted,

@@ -13,13 +13,13 @@ struct CommandLineTests {
 
     static let reportSchema = TestSupport.packageRoot.appendingPathComponent("schemas/run-report.schema.json")
 
-    @Test func everyModeRunsAndPrintsOneSchemaValidJSONObjectPerRun() throws {
+    @Test func everyModeRunsAndPrintsOneSchemaValidJSONObjectPerRun() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
         let db = root + "/runs.sqlite"
         let target = root + "/t"
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
-        let out = try TestSupport.run(["coordinate", "--target", target, "--files", "50", "--size", "1-8",
+        let out = try await TestSupport.run(["coordinate", "--target", target, "--files", "50", "--size", "1-8",
                                        "--mode", "sequential,threads,processes", "--workers", "2", "--keep", "--json",
                                        "--label", "e2e"], environment: ["LOADGEN_DB": db])
         #expect(out.status == 0, "\(out.stderr)")
@@ -44,10 +44,10 @@ struct CommandLineTests {
         #expect(out.stderr.contains("speed-up"))
     }
 
-    @Test func withoutKeepTheRunRemovesItsFilesAndTimesIt() throws {
+    @Test func withoutKeepTheRunRemovesItsFilesAndTimesIt() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
-        let out = try TestSupport.run(["coordinate", "--target", root, "--files", "40", "--mode", "threads", "--json"],
+        let out = try await TestSupport.run(["coordinate", "--target", root, "--files", "40", "--mode", "threads", "--json"],
                                       environment: ["LOADGEN_DB": root + "/db.sqlite"])
         #expect(out.status == 0, "\(out.stderr)")
         let line = try #require(try Self.jsonLines(out.stdout).first)
@@ -56,10 +56,10 @@ struct CommandLineTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
     }
 
-    @Test func theHumanSummaryGoesToStdoutWithoutJSON() throws {
+    @Test func theHumanSummaryGoesToStdoutWithoutJSON() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
-        let out = try TestSupport.run(["coordinate", "--target", root, "--files", "20", "--mode", "sequential,threads"],
+        let out = try await TestSupport.run(["coordinate", "--target", root, "--files", "20", "--mode", "sequential,threads"],
                                       environment: ["LOADGEN_DB": root + "/db.sqlite"])
         #expect(out.status == 0, "\(out.stderr)")
         #expect(out.stdout.contains("20 created"))
@@ -81,10 +81,10 @@ struct CommandLineTests {
         (["--interval", "soon"], "soon"),
         (["--target", "http://127.0.0.1:9/"], "http://127.0.0.1:9/"),
     ])
-    func refusalsExitTwoNamingTheValueAndCreateNothing(arguments: [String], named: String) throws {
+    func refusalsExitTwoNamingTheValueAndCreateNothing(arguments: [String], named: String) async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
-        let out = try TestSupport.run(["coordinate", "--target", root] + arguments,
+        let out = try await TestSupport.run(["coordinate", "--target", root] + arguments,
                                       environment: ["LOADGEN_DB": root + "/db.sqlite"])
         #expect(out.status == 2, "\(arguments): \(out.stderr)")
         #expect(out.stderr.contains(named), "\(out.stderr)")
@@ -92,24 +92,24 @@ struct CommandLineTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
     }
 
-    @Test func aMissingTargetIsRefused() throws {
-        let out = try TestSupport.run(["coordinate", "--target", "/nonexistent/lg-target", "--files", "1"],
+    @Test func aMissingTargetIsRefused() async throws {
+        let out = try await TestSupport.run(["coordinate", "--target", "/nonexistent/lg-target", "--files", "1"],
                                       environment: ["LOADGEN_DB": NSTemporaryDirectory() + "lg-missing.sqlite"])
         #expect(out.status == 2)
         #expect(out.stderr.contains("/nonexistent/lg-target"))
     }
 
-    @Test func aFileAsTargetIsRefused() throws {
+    @Test func aFileAsTargetIsRefused() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
         _ = FileManager.default.createFile(atPath: root + "/plain", contents: Data("x".utf8))
-        let out = try TestSupport.run(["coordinate", "--target", root + "/plain"], environment: ["LOADGEN_DB": root + "/db.sqlite"])
+        let out = try await TestSupport.run(["coordinate", "--target", root + "/plain"], environment: ["LOADGEN_DB": root + "/db.sqlite"])
         #expect(out.status == 2)
         #expect(out.stderr.contains("not a directory"))
     }
 
-    @Test func helpTeachesWithExamples() throws {
-        let out = try TestSupport.run(["coordinate", "--help"])
+    @Test func helpTeachesWithExamples() async throws {
+        let out = try await TestSupport.run(["coordinate", "--help"])
         #expect(out.status == 0)
         #expect(out.stdout.contains("Examples:"))
         #expect(out.stdout.contains("--fsync"))
@@ -119,7 +119,7 @@ struct CommandLineTests {
     /// A full disk mid-run: the run ends failed with ENOSPC counted, and the files it reports are exactly the files
     /// on disk. Needs root to mount a tiny tmpfs (CI runs as root).
     @Test(.enabled(if: TestSupport.isRoot, "mounting a tmpfs needs root"))
-    func aFullDiskEndsTheRunWithExactCounts() throws {
+    func aFullDiskEndsTheRunWithExactCounts() async throws {
         let mountPoint = try TestSupport.makeTemporaryDirectory("lgfull")
         defer { TestSupport.remove(mountPoint) }
         let mount = Process()
@@ -139,7 +139,7 @@ struct CommandLineTests {
             umount.waitUntilExit()
         }
         for mode in ["threads", "processes"] {
-            let out = try TestSupport.run(["coordinate", "--target", mountPoint, "--files", "2000", "--size", "4k",
+            let out = try await TestSupport.run(["coordinate", "--target", mountPoint, "--files", "2000", "--size", "4k",
                                            "--mode", mode, "--workers", "2", "--keep", "--json"],
                                           environment: ["LOADGEN_DB": NSTemporaryDirectory() + "lg-full.sqlite"])
             #expect(out.status == 1, "\(out.stderr)")

@@ -11,6 +11,17 @@ struct JSONSchemaValidator {
         self.root = try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    init(root: [String: Any]) {
+        self.root = root
+    }
+
+    /// Problems of `value` against one sub-schema (a `$defs` entry), resolving references from the root.
+    func validate(_ value: Any, against schema: [String: Any]) -> [String] {
+        var problems: [String] = []
+        self.check(value, against: schema, path: "$", problems: &problems)
+        return problems
+    }
+
     static let known: Set<String> = ["$schema", "$id", "title", "description", "type", "enum", "required", "properties",
                                      "additionalProperties", "propertyNames", "items", "minItems", "minimum", "$ref",
                                      "$defs", "examples"]

@@ -56,8 +56,9 @@ enum TestSupport {
         var stderr: String
     }
 
-    /// Runs the built binary with a time limit and returns its exit status and output.
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60) throws -> Output {
+    /// Runs the built binary with a time limit and returns its exit status and output. Waits without blocking a
+    /// thread of the (two-thread) cooperative pool, so tests running beside it are not starved.
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60) async throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
@@ -68,32 +69,26 @@ enum TestSupport {
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
         let outData = Locked(Data())
         let errData = Locked(Data())
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            let d = out.fileHandleForReading.readDataToEndOfFile()
-            outData.withLock { $0 = d }
-            group.leave()
+        let pending = Locked(2)
+        for (pipe, box) in [(out, outData), (err, errData)] {
+            DispatchQueue.global().async {
+                let d = pipe.fileHandleForReading.readDataToEndOfFile()
+                box.withLock { $0 = d }
+                pending.withLock { $0 -= 1 }
+            }
         }
-        group.enter()
-        DispatchQueue.global().async {
-            let d = err.fileHandleForReading.readDataToEndOfFile()
-            errData.withLock { $0 = d }
-            group.leave()
-        }
+        try process.run()
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(10_000) }
+        while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         if process.isRunning {
             process.terminate()
-            usleep(200_000)
+            try await Task.sleep(for: .milliseconds(200))
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             Issue.record("loadgen \(arguments.joined(separator: " ")) did not finish within \(timeout)s")
         }
-        process.waitUntilExit()
-        group.wait()
+        while process.isRunning || pending.value > 0 { try await Task.sleep(for: .milliseconds(5)) }
         return Output(status: process.terminationStatus,
                       stdout: String(decoding: outData.value, as: UTF8.self),
                       stderr: String(decoding: errData.value, as: UTF8.self))

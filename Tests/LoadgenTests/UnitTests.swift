@@ -142,6 +142,7 @@ struct HistogramTests {
         #expect(back.min == h.min)
         #expect(back.maxRecorded == h.maxRecorded)
         #expect(SparseHistogram(back) == sparse)
+        for p in [0.0, 10, 50, 90, 99, 99.9, 100] { #expect(sparse.valueAtPercentile(p) == h.valueAtPercentile(p), "p\(p)") }
         let json = try JSONEncoder().encode(sparse)
         #expect(try JSONDecoder().decode(SparseHistogram.self, from: json) == sparse)
     }

@@ -1,0 +1,162 @@
+import Logging
+import LoadgenCore
+import LoadgenWire
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// `loadgen agent`: listens for coordinators and serves each connection with an ``AgentSession``.
+///
+/// One connection cannot take the server down: each is handled in a discarding task group and catches its own
+/// errors. Unauthenticated connections are capped, and failed handshakes are slowed per source address, so a
+/// flood or a brute-force attempt costs the attacker time and the agent little.
+public struct AgentServer: Sendable {
+    public let configuration: AgentConfiguration
+    public let host: String
+    public let port: Int
+    public let logger: Logger
+    public let slot = AgentRunSlot()
+    /// Connections that have not finished their handshake, at most.
+    public var maxPendingConnections = 32
+    /// A source address with this many failed handshakes within ``failedHandshakeWindowNanos`` is refused at once.
+    public var maxFailedHandshakes = 5
+    public var failedHandshakeWindowNanos: UInt64 = 1_000_000_000
+
+    public init(configuration: AgentConfiguration, host: String, port: Int, logger: Logger) {
+        self.configuration = configuration
+        self.host = host
+        self.port = port
+        self.logger = logger
+    }
+
+    /// Listens until cancelled; `onListening` receives the bound address (port 0 picks a free port).
+    public func run(onListening: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: self.host, port: self.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addWireCodec()
+                    return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                }
+            }
+        guard let address = server.channel.localAddress else { return }
+        onListening(address)
+        self.logger.info("Agent listening", metadata: ["agent.id": "\(self.configuration.agentID)",
+                                                       "listen.address": "\(address.ipAddress ?? self.host):\(address.port ?? 0)"])
+        let pending = PendingCount()
+        let limiter = FailureLimiter(limit: self.maxFailedHandshakes, windowNanos: self.failedHandshakeWindowNanos)
+        try await withThrowingDiscardingTaskGroup { group in
+            try await server.executeThenClose { inbound in
+                for try await connection in inbound {
+                    let peer = connection.channel.remoteAddress
+                    let peerHost = peer?.ipAddress ?? "unknown"
+                    let peerText = peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
+                    if limiter.isBlocked(peerHost) {
+                        self.logger.info("Connection refused", metadata: ["peer.address": "\(peerText)"])
+                        try? await connection.channel.close()
+                        continue
+                    }
+                    if pending.increment() > self.maxPendingConnections {
+                        pending.decrement()
+                        self.logger.info("Connection refused", metadata: ["peer.address": "\(peerText)"])
+                        try? await connection.channel.close()
+                        continue
+                    }
+                    group.addTask {
+                        await self.serve(connection, peer: peerText, pending: pending,
+                                         limiter: limiter, peerHost: peerHost)
+                    }
+                }
+            }
+        }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, peer: String, pending: PendingCount,
+                       limiter: FailureLimiter, peerHost: String) async {
+        let session = AgentSession(configuration: self.configuration, slot: self.slot, peer: peer)
+        let logger = self.logger
+        logger.info("Coordinator connected", metadata: ["peer.address": "\(peer)"])
+        let authenticated = Locked(false)
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let (stream, continuation) = AsyncStream.makeStream(of: WireMessage.self)
+                await withDiscardingTaskGroup { group in
+                    group.addTask {
+                        do {
+                            for try await message in inbound { continuation.yield(message) }
+                        } catch {
+                            let text = (error as? LoadgenError)?.message ?? "\(error)"
+                            logger.info("Connection broke the protocol", metadata: ["peer.address": "\(peer)", "error": "\(text)"])
+                            try? await outbound.write(.failure(.init(code: .protocolViolation, message: text)))
+                        }
+                        continuation.finish()
+                    }
+                    await session.run(inbound: stream, send: { message in
+                        if case .ready = message {
+                            authenticated.withLock { $0 = true }
+                            pending.decrement()
+                        }
+                        do {
+                            try await outbound.write(message)
+                            return true
+                        } catch {
+                            return false
+                        }
+                    }, close: {
+                        connection.channel.close(promise: nil)
+                    })
+                    connection.channel.close(promise: nil)
+                }
+            }
+        } catch {
+            logger.debug("Connection ended with an error", metadata: ["peer.address": "\(peer)", "error": "\(error)"])
+        }
+        if !authenticated.value {
+            pending.decrement()
+            limiter.recordFailure(peerHost)
+            logger.info("Handshake failed", metadata: ["peer.address": "\(peer)"])
+        }
+        logger.info("Coordinator disconnected", metadata: ["peer.address": "\(peer)"])
+    }
+}
+
+/// Slows brute force: a source with `limit` failed handshakes within the window is refused at once.
+final class FailureLimiter: Sendable {
+    private let failures = Mutex<[String: [UInt64]]>([:])
+    private let limit: Int
+    private let windowNanos: UInt64
+
+    init(limit: Int, windowNanos: UInt64) {
+        self.limit = limit
+        self.windowNanos = windowNanos
+    }
+
+    func recordFailure(_ host: String) {
+        let now = MonotonicClock.nowNanos()
+        self.failures.withLock { table in
+            var recent = (table[host] ?? []).filter { now &- $0 < self.windowNanos }
+            recent.append(now)
+            table[host] = recent
+            if table.count > 10_000 { table = table.filter { !$0.value.isEmpty } }
+        }
+    }
+
+    func isBlocked(_ host: String) -> Bool {
+        let now = MonotonicClock.nowNanos()
+        return self.failures.withLock { table in
+            (table[host] ?? []).filter { now &- $0 < self.windowNanos }.count >= self.limit
+        }
+    }
+}
+
+/// Connections that have not yet authenticated.
+final class PendingCount: Sendable {
+    private let count = Atomic<Int>(0)
+
+    /// Adds one and returns the new count.
+    func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
+
+    func decrement() { self.count.subtract(1, ordering: .relaxed) }
+}

@@ -1,0 +1,116 @@
+import LoadgenCore
+import LoadgenWire
+import NIOCore
+import NIOPosix
+
+/// A connection to an agent over TCP, carrying frames.
+public final class RemoteAgentLink: AgentLink {
+    public let address: String
+    public let inbound: AsyncStream<WireMessage>
+    private let outbound: AsyncStream<WireMessage>.Continuation
+
+    init(address: String, inbound: AsyncStream<WireMessage>, outbound: AsyncStream<WireMessage>.Continuation) {
+        self.address = address
+        self.inbound = inbound
+        self.outbound = outbound
+    }
+
+    public func send(_ message: WireMessage) async -> Bool {
+        if case .terminated = self.outbound.yield(message) { return false }
+        return true
+    }
+
+    public func close() {
+        self.outbound.finish()
+    }
+
+    /// Connects to every agent (all at once, each within `connectTimeoutNanos`), runs `body` with the links, and
+    /// closes them after. An agent that cannot be reached refuses the whole request, naming it.
+    public static func with<R: Sendable>(
+        addresses: [AgentAddress], connectTimeoutNanos: UInt64 = 5_000_000_000,
+        _ body: @Sendable ([any AgentLink]) async throws -> R
+    ) async throws -> R {
+        let channels = try await withThrowingTaskGroup(of: (Int, NIOAsyncChannel<WireMessage, WireMessage>).self) { group in
+            for (index, address) in addresses.enumerated() {
+                group.addTask {
+                    do {
+                        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                            .connectTimeout(.nanoseconds(Int64(connectTimeoutNanos)))
+                            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                            .connect(host: address.host, port: address.port) { channel in
+                                channel.eventLoop.makeCompletedFuture {
+                                    try channel.pipeline.syncOperations.addWireCodec()
+                                    return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                                }
+                            }
+                        return (index, channel)
+                    } catch {
+                        throw LoadgenError(.unreachable, "Agent \(address) cannot be reached: \(Self.describe(error)).")
+                    }
+                }
+            }
+            var channels: [NIOAsyncChannel<WireMessage, WireMessage>?] = Array(repeating: nil, count: addresses.count)
+            do {
+                for try await (index, channel) in group { channels[index] = channel }
+            } catch {
+                for channel in channels.compactMap({ $0 }) { try? await channel.channel.close() }
+                throw error
+            }
+            return channels.map { $0! }
+        }
+
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            var links: [RemoteAgentLink] = []
+            for (address, channel) in zip(addresses, channels) {
+                let (inbound, inboundContinuation) = AsyncStream.makeStream(of: WireMessage.self)
+                let (outbound, outboundContinuation) = AsyncStream.makeStream(of: WireMessage.self)
+                links.append(RemoteAgentLink(address: address.description, inbound: inbound, outbound: outboundContinuation))
+                group.addTask {
+                    try? await channel.executeThenClose { channelInbound, channelOutbound in
+                        await withTaskGroup(of: Void.self) { pair in
+                            pair.addTask {
+                                do {
+                                    for try await message in channelInbound { inboundContinuation.yield(message) }
+                                } catch {
+                                    // A broken frame or a reset: the link is over; the coordinator sees it close.
+                                }
+                            }
+                            pair.addTask {
+                                for await message in outbound {
+                                    do { try await channelOutbound.write(message) } catch { break }
+                                }
+                            }
+                            // Whichever side ends first (the agent closed, or we closed the link) ends both.
+                            await pair.next()
+                            pair.cancelAll()
+                        }
+                    }
+                    inboundContinuation.finish()
+                    outboundContinuation.finish()
+                }
+            }
+            do {
+                let result = try await body(links)
+                for link in links { link.close() }
+                try await group.waitForAll()
+                return result
+            } catch {
+                for link in links { link.close() }
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? IOError { return error.description }
+        if let error = error as? ChannelError {
+            switch error {
+            case .connectTimeout(let t): return "no answer within \(DurationText.format(nanos: UInt64(t.nanoseconds)))"
+            default: return "\(error)"
+            }
+        }
+        if error is NIOConnectionError { return "connection refused or unreachable" }
+        return "\(error)"
+    }
+}

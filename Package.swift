@@ -75,6 +75,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "loadgen-bench",
+            dependencies: [
+                "LoadgenCore", "LoadgenWire", nioCore, nioPosix,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "LoadgenTests",
             dependencies: [

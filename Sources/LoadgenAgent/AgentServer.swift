@@ -79,6 +79,7 @@ public struct AgentServer: Sendable {
         let logger = self.logger
         logger.info("Coordinator connected", metadata: ["peer.address": "\(peer)"])
         let authenticated = Locked(false)
+        let failureRecorded = Locked(false)
         do {
             try await connection.executeThenClose { inbound, outbound in
                 let (stream, continuation) = AsyncStream.makeStream(of: WireMessage.self)
@@ -94,9 +95,17 @@ public struct AgentServer: Sendable {
                         continuation.finish()
                     }
                     await session.run(inbound: stream, send: { message in
-                        if case .ready = message {
+                        switch message {
+                        case .ready:
                             authenticated.withLock { $0 = true }
                             pending.decrement()
+                        case .failure where !authenticated.value:
+                            // Counted the moment it fails, so a fast retry loop meets the limit at once.
+                            if failureRecorded.withLock({ recorded in defer { recorded = true }; return !recorded }) {
+                                limiter.recordFailure(peerHost)
+                            }
+                        default:
+                            break
                         }
                         do {
                             try await outbound.write(message)
@@ -115,7 +124,7 @@ public struct AgentServer: Sendable {
         }
         if !authenticated.value {
             pending.decrement()
-            limiter.recordFailure(peerHost)
+            if !failureRecorded.value { limiter.recordFailure(peerHost) }
             logger.info("Handshake failed", metadata: ["peer.address": "\(peer)"])
         }
         logger.info("Coordinator disconnected", metadata: ["peer.address": "\(peer)"])

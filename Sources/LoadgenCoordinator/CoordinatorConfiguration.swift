@@ -60,8 +60,6 @@ public struct ProgressSnapshot: Sendable {
     public var currentRate: Double
     public var agentsRunning: Int
     public var agentsLost: Int
-    /// Per agent: id and operations so far.
-    public var perAgent: [(agent: String, ops: UInt64)]
 }
 
 /// Receives what happens during a run, for people (the command line renders it).
@@ -76,6 +74,7 @@ public protocol RunObserver: Sendable {
 /// implementation queues them and writes in batches.
 public protocol RunRecorder: Sendable {
     func runStarted(_ request: RunRequest, agents: [ConnectedAgent], startedAtWallNanos: UInt64) async throws(LoadgenError)
-    func intervalReceived(runID: String, agent: ConnectedAgent, interval: WireMessage.Interval, receivedAtWallNanos: UInt64)
+    func intervalReceived(runID: String, agent: ConnectedAgent, interval: WireMessage.Interval, latency: IntervalLatency,
+                          receivedAtWallNanos: UInt64)
     func runEnded(_ report: RunReport, aggregate: RunAggregate) async throws(LoadgenError)
 }

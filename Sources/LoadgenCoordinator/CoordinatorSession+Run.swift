@@ -153,22 +153,25 @@ extension CoordinatorSession {
         if let write = request.write { expected = UInt64(write.files) * UInt64(live.count) }
         if let total = request.fetch?.totalRequests { expected = UInt64(total) * UInt64(live.count) }
         if phase == .cleanup {
-            expected = live.reduce(0) { $0 + aggregate.agents[$1].phase(.main).tally.ops }
+            expected = live.reduce(0) { $0 + aggregate.agents[$1].ops(.main) }
         }
         var done = Set<Int>()
         var samples: [(at: UInt64, ops: UInt64)] = []
         var abortSent = false
-        func pending() -> [Int] {
+        var lastProgressAt: UInt64 = 0
+        // Agents still running this phase. A function of its arguments rather than a closure over `aggregate`: a
+        // captured inout is boxed, and every access to a boxed variable pays a dynamic exclusivity check.
+        func pending(_ aggregate: borrowing RunAggregate, _ done: Set<Int>) -> [Int] {
             live.filter { !done.contains($0) && aggregate.agents[$0].status != .lost && self.isAlive($0) }
         }
-        while !pending().isEmpty {
+        while !pending(aggregate, done).isEmpty {
             guard let event = await self.nextEvent() else { break }
             switch event {
             case .message(let index, .interval(let interval)) where interval.runID == request.runID:
                 do {
-                    try aggregate.apply(agent: index, interval: interval)
+                    let latency = try aggregate.apply(agent: index, interval: interval)
                     recorder?.intervalReceived(runID: request.runID, agent: self.agents[index], interval: interval,
-                                               receivedAtWallNanos: MonotonicClock.wallNanos())
+                                               latency: latency, receivedAtWallNanos: MonotonicClock.wallNanos())
                 } catch {
                     self.lose(index, "Agent \(self.agents[index].agentID) sent a malformed interval: \(error.message)",
                               aggregate: &aggregate, observer: observer)
@@ -185,7 +188,7 @@ extension CoordinatorSession {
             case .interrupt:
                 if !abortSent {
                     abortSent = true
-                    for index in pending() {
+                    for index in pending(aggregate, done) {
                         _ = await self.send(index, .abort(.init(runID: request.runID, reason: "The coordinator was interrupted (Ctrl-C).")))
                     }
                     observer.note("Interrupted: stopping every agent (Ctrl-C again to quit at once).")
@@ -194,22 +197,25 @@ extension CoordinatorSession {
                 }
             case .tick:
                 let now = MonotonicClock.nowNanos()
-                for index in pending() where self.isSilent(index, now: now) {
+                let waiting = pending(aggregate, done)
+                for index in waiting where self.isSilent(index, now: now) {
                     let silent = now &- self.lastHeardAt(index)
                     self.lose(index, "Agent \(self.agents[index].agentID) was silent for \(DurationText.format(nanos: silent)) and was marked lost.",
                               aggregate: &aggregate, observer: observer)
                 }
-                let cluster = live.reduce(UInt64(0)) { $0 + aggregate.agents[$1].phase(phase).tally.ops }
+                // The live view needs a few updates a second, not one per tick.
+                guard now &- lastProgressAt >= 250_000_000 else { continue }
+                lastProgressAt = now
+                let cluster = live.reduce(UInt64(0)) { $0 + aggregate.agents[$1].ops(phase) }
                 samples.append((now, cluster))
                 while let first = samples.first, now &- first.at > 1_500_000_000 { samples.removeFirst() }
                 let rate = samples.count > 1 && now > samples[0].at
                     ? Double(cluster - samples[0].ops) / (Double(now - samples[0].at) / 1e9) : 0
-                let errors = live.reduce(UInt64(0)) { $0 + aggregate.agents[$1].phase(phase).tally.errors.total }
+                let errors = live.reduce(UInt64(0)) { $0 + aggregate.agents[$1].errors(phase) }
                 observer.progress(ProgressSnapshot(
                     request: request, phase: phase, elapsedNanos: now > phaseStart ? now - phaseStart : 0, ops: cluster,
                     expectedOps: expected, errors: errors, currentRate: rate,
-                    agentsRunning: pending().count, agentsLost: live.filter { aggregate.agents[$0].status == .lost }.count,
-                    perAgent: live.map { (self.agents[$0].agentID, aggregate.agents[$0].phase(phase).tally.ops) }))
+                    agentsRunning: pending(aggregate, done).count, agentsLost: live.filter { aggregate.agents[$0].status == .lost }.count))
             default:
                 continue
             }

@@ -7,21 +7,26 @@ import NIOPosix
 public final class RemoteAgentLink: AgentLink {
     public let address: String
     public let inbound: AsyncStream<WireMessage>
-    private let outbound: AsyncStream<WireMessage>.Continuation
+    /// Writes go straight into the channel's pipeline (the encoder), from any thread, in the order they are made:
+    /// no task hop per message, which mattered with hundreds of agents' heartbeats.
+    private let channel: any Channel
+    private let closed: AsyncStream<Void>.Continuation
 
-    init(address: String, inbound: AsyncStream<WireMessage>, outbound: AsyncStream<WireMessage>.Continuation) {
+    init(address: String, inbound: AsyncStream<WireMessage>, channel: any Channel, closed: AsyncStream<Void>.Continuation) {
         self.address = address
         self.inbound = inbound
-        self.outbound = outbound
+        self.channel = channel
+        self.closed = closed
     }
 
     public func send(_ message: WireMessage) async -> Bool {
-        if case .terminated = self.outbound.yield(message) { return false }
+        guard self.channel.isActive else { return false }
+        self.channel.writeAndFlush(message, promise: nil)
         return true
     }
 
     public func close() {
-        self.outbound.finish()
+        self.closed.finish()
     }
 
     /// Connects to every agent (all at once, each within `connectTimeoutNanos`), runs `body` with the links, and
@@ -37,6 +42,9 @@ public final class RemoteAgentLink: AgentLink {
                         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                             .connectTimeout(.nanoseconds(Int64(connectTimeoutNanos)))
                             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                            // An interval with its histogram is ~10-20 KB: read it in one go rather than in 2 KB steps.
+                            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                                minimum: 4096, initial: 32768, maximum: 262_144))
                             .connect(host: address.host, port: address.port) { channel in
                                 channel.eventLoop.makeCompletedFuture {
                                     try channel.pipeline.syncOperations.addWireCodec()
@@ -63,10 +71,11 @@ public final class RemoteAgentLink: AgentLink {
             var links: [RemoteAgentLink] = []
             for (address, channel) in zip(addresses, channels) {
                 let (inbound, inboundContinuation) = AsyncStream.makeStream(of: WireMessage.self)
-                let (outbound, outboundContinuation) = AsyncStream.makeStream(of: WireMessage.self)
-                links.append(RemoteAgentLink(address: address.description, inbound: inbound, outbound: outboundContinuation))
+                let (closed, closedContinuation) = AsyncStream.makeStream(of: Void.self)
+                links.append(RemoteAgentLink(address: address.description, inbound: inbound, channel: channel.channel,
+                                             closed: closedContinuation))
                 group.addTask {
-                    try? await channel.executeThenClose { channelInbound, channelOutbound in
+                    try? await channel.executeThenClose { channelInbound, _ in
                         await withTaskGroup(of: Void.self) { pair in
                             pair.addTask {
                                 do {
@@ -76,17 +85,15 @@ public final class RemoteAgentLink: AgentLink {
                                 }
                             }
                             pair.addTask {
-                                for await message in outbound {
-                                    do { try await channelOutbound.write(message) } catch { break }
-                                }
+                                for await _ in closed {}
                             }
-                            // Whichever side ends first (the agent closed, or we closed the link) ends both.
+                            // Whichever ends first (the agent closed, or we closed the link) ends both.
                             await pair.next()
                             pair.cancelAll()
                         }
                     }
                     inboundContinuation.finish()
-                    outboundContinuation.finish()
+                    closedContinuation.finish()
                 }
             }
             do {

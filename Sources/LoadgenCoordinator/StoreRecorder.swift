@@ -2,7 +2,7 @@ import LoadgenCore
 import LoadgenStore
 
 /// Keeps runs in the ``RunStore`` without slowing them: interval reports are queued as they arrive and written in
-/// batches (one transaction every 250 ms) by a task of their own; the run's start and end are written at once.
+/// batches (one transaction a second) by a task of their own; the run's start and end are written at once.
 public final class StoreRecorder: RunRecorder {
     public let store: RunStore
     private let coordinator: ProcessIdentity
@@ -22,7 +22,7 @@ public final class StoreRecorder: RunRecorder {
         let recorder = StoreRecorder(store: store, coordinator: coordinator, loadgenVersion: loadgenVersion)
         let flusher = Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(250))
+                try? await Task.sleep(for: .seconds(1))
                 await recorder.flush()
             }
         }
@@ -64,9 +64,9 @@ public final class StoreRecorder: RunRecorder {
     }
 
     public func intervalReceived(runID: String, agent: ConnectedAgent, interval: WireMessage.Interval,
-                                 receivedAtWallNanos: UInt64) {
+                                 latency: IntervalLatency, receivedAtWallNanos: UInt64) {
         let record = IntervalRecord(runID: runID, agentIndex: agent.index, interval: interval,
-                                    receivedAtWallNanos: receivedAtWallNanos)
+                                    receivedAtWallNanos: receivedAtWallNanos, latency: latency)
         self.pending.withLock { $0.append(record) }
     }
 

@@ -15,9 +15,16 @@ public enum FrameCodec {
 
     /// Encodes one message as a whole frame.
     public static func encode(_ message: WireMessage) throws(LoadgenError) -> [UInt8] {
+        // Heartbeats are most of the frames a big cluster exchanges (two per agent per second each way): they skip
+        // the JSON machinery; the bytes are exactly what the encoder would write.
+        if case .heartbeat(let beat) = message {
+            let body = Array(#"{"seq":\#(beat.seq),"type":"heartbeat"}"#.utf8)
+            return [UInt8(body.count >> 24), UInt8(body.count >> 16 & 0xff), UInt8(body.count >> 8 & 0xff),
+                    UInt8(body.count & 0xff)] + body
+        }
         let body: Data
         do {
-            body = try makeEncoder().encode(message)
+            body = try sharedEncoder.encode(message)
         } catch {
             throw .protocolViolation("A \(message.kind.rawValue) message could not be encoded: \(error).")
         }
@@ -38,8 +45,9 @@ public enum FrameCodec {
     /// Decodes one frame body into a message, naming what was wrong.
     public static func decodeBody<Bytes: Collection>(_ body: Bytes) throws(LoadgenError) -> WireMessage
     where Bytes.Element == UInt8 {
+        if let beat = Self.heartbeat(in: body) { return .heartbeat(.init(seq: beat)) }
         do {
-            return try makeDecoder().decode(WireMessage.self, from: Data(body))
+            return try sharedDecoder.decode(WireMessage.self, from: Data(body))
         } catch let DecodingError.dataCorrupted(context) {
             throw .protocolViolation("A frame could not be decoded: \(context.debugDescription)")
         } catch let DecodingError.keyNotFound(key, context) {
@@ -53,21 +61,43 @@ public enum FrameCodec {
         }
     }
 
+    /// The sequence number of a heartbeat body in exactly the form ``encode(_:)`` writes, else nil (and the general
+    /// decoder handles it).
+    static func heartbeat<Bytes: Collection>(in body: Bytes) -> Int? where Bytes.Element == UInt8 {
+        let prefix = Array(#"{"seq":"#.utf8)
+        let suffix = Array(#","type":"heartbeat"}"#.utf8)
+        guard body.count > prefix.count + suffix.count, body.count <= prefix.count + suffix.count + 18,
+              body.starts(with: prefix), body.reversed().starts(with: suffix.reversed())
+        else { return nil }
+        var value = 0
+        var digits = 0
+        for byte in body.dropFirst(prefix.count).dropLast(suffix.count) {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 18 else { return nil }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+
     private static func path(_ context: DecodingError.Context) -> String {
         let names = context.codingPath.map(\.stringValue).filter { !$0.isEmpty }
         return names.isEmpty ? "" : " at '\(names.joined(separator: "."))'"
     }
 
+    // One of each, made once: configuring a coder per frame showed in profiles. Both are thread-safe once set up.
+    static let sharedEncoder = makeEncoder()
+    static let sharedDecoder = makeDecoder()
+
     public static func makeEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .custom { path in SnakeCaseKey(camel: path.last!.stringValue) }
+        encoder.keyEncodingStrategy = .custom { path in SnakeCaseKey.cached(camel: path.last!.stringValue) }
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }
 
     public static func makeDecoder() -> JSONDecoder {
         let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .custom { path in SnakeCaseKey(path.last!.stringValue) }
+        decoder.keyDecodingStrategy = .custom { path in SnakeCaseKey.cached(snake: path.last!.stringValue) }
         return decoder
     }
 }
@@ -77,6 +107,28 @@ public enum FrameCodec {
 /// as they are, because the strategies also see dictionary keys such as error kinds and status classes.
 struct SnakeCaseKey: CodingKey {
     static let acronyms: Set<String> = ["id", "url", "tls"]
+
+    // Every frame converts the same few dozen keys: remember each conversion (bounded, in case of hostile keys).
+    private static let snakeCache = Locked<[String: String]>([:])
+    private static let camelCache = Locked<[String: String]>([:])
+
+    static func cached(snake: String) -> SnakeCaseKey {
+        if let hit = snakeCache.withLock({ $0[snake] }) { return SnakeCaseKey(converted: hit) }
+        let key = SnakeCaseKey(snake)
+        snakeCache.withLock { if $0.count < 4096 { $0[snake] = key.stringValue } }
+        return key
+    }
+
+    static func cached(camel: String) -> SnakeCaseKey {
+        if let hit = camelCache.withLock({ $0[camel] }) { return SnakeCaseKey(converted: hit) }
+        let key = SnakeCaseKey(camel: camel)
+        camelCache.withLock { if $0.count < 4096 { $0[camel] = key.stringValue } }
+        return key
+    }
+
+    private init(converted: String) {
+        self.stringValue = converted
+    }
     var stringValue: String
     var intValue: Int? { nil }
 

@@ -9,10 +9,11 @@ extension Histogram where Count == UInt64 {
     /// The largest latency the layout holds; longer latencies are recorded as this value.
     public static var highestLatencyNanos: UInt64 { 3_600_000_000_000 }
 
-    /// An empty histogram in the one layout loadgen uses.
+    /// An empty histogram in the one layout loadgen uses. Made once and copied: building one from scratch fills
+    /// its 33,792 counters one generic call at a time, while a copy of the empty one is a single memcpy when first
+    /// written.
     public static func latency() -> LatencyHistogram {
-        LatencyHistogram(lowestDiscernibleValue: 1, highestTrackableValue: highestLatencyNanos,
-                         numberOfSignificantValueDigits: .three)
+        emptyLatencyHistogram
     }
 
     /// Records a latency, clamping it into the layout so no count is ever dropped.
@@ -21,16 +22,20 @@ extension Histogram where Count == UInt64 {
         self.record(nanos < Self.highestLatencyNanos ? nanos : Self.highestLatencyNanos)
     }
 
-    /// The latency summary reported everywhere (microseconds).
-    public var summary: LatencySummary {
+    /// The latency summary reported everywhere (microseconds); the mean comes from the exact sum of latencies,
+    /// which the tally keeps (the histogram's own mean walks every bucket through unspecialized generic code).
+    public func summary(sumNanos: UInt64) -> LatencySummary {
         guard self.totalCount > 0 else { return LatencySummary() }
         func us(_ nanos: UInt64) -> Double { Double(nanos) / 1000 }
         return LatencySummary(
             p50: us(self.valueAtPercentile(50)), p90: us(self.valueAtPercentile(90)),
             p99: us(self.valueAtPercentile(99)), p999: us(self.valueAtPercentile(99.9)),
-            max: us(self.maxRecorded), mean: self.mean / 1000)
+            max: us(self.maxRecorded), mean: Double(sumNanos) / Double(self.totalCount) / 1000)
     }
 }
+
+private let emptyLatencyHistogram = LatencyHistogram(
+    lowestDiscernibleValue: 1, highestTrackableValue: LatencyHistogram.highestLatencyNanos, numberOfSignificantValueDigits: .three)
 
 /// Percentiles of a latency histogram, in microseconds.
 public struct LatencySummary: Hashable, Sendable, Codable {
@@ -51,78 +56,383 @@ public struct LatencySummary: Hashable, Sendable, Codable {
     }
 }
 
-/// A latency histogram as it travels and is stored: only the nonzero buckets, as `[value, count]` pairs where
-/// `value` is the highest value equivalent to the bucket, plus the exact smallest and largest values. Rebuilding
-/// records each pair back into the fixed layout, which lands every count in the bucket it came from, so the round
-/// trip is exact, down to the minimum and maximum.
+/// A latency histogram as it travels and is stored: only the nonzero buckets, as (value, count) pairs where `value`
+/// is the highest value equivalent to the bucket, plus the exact smallest and largest values. Rebuilding records
+/// each pair back into the fixed layout, which lands every count in the bucket it came from, so the round trip is
+/// exact, down to the minimum and maximum.
 ///
-///     dense:  [0, 0, 0, 7, 0, 0, 2, 0, ...]   33,792 counters
-///     sparse: {"buckets": [[value(3), 7], [value(6), 2]], "min": ..., "max": ...}
+///     dense:   [0, 0, 0, 7, 0, 0, 2, 0, ...]        33,792 counters
+///     sparse:  (v3, 7), (v6, 2)
+///     encoded: {"buckets": base64(uvarint(v3 - 0) uvarint(7) uvarint(v6 - v3) uvarint(2)), "max": ..., "min": ...}
+///
+/// The pairs travel as base64 of LEB128 varints, each value as its distance from the previous one: about five
+/// characters a bucket instead of fifteen for decimal text, and no per-element work in the JSON decoder (a
+/// coordinator ingesting hundreds of agents spent most of its time there with nested arrays).
 public struct SparseHistogram: Hashable, Sendable, Codable {
-    public var buckets: [[UInt64]]
+    /// The buckets as arrays (made from a dense histogram), or nil when only their encoding is held.
+    private var arrays: Buckets?
+    /// The encoding as received, parsed only when needed: a coordinator streams it straight into its per-agent
+    /// histogram (``add(into:percentiles:expectedTotal:)``) and stores it as it came.
+    private var encoded: String?
     public var min: UInt64
     public var max: UInt64
 
-    public init(buckets: [[UInt64]] = [], min: UInt64 = 0, max: UInt64 = 0) {
-        self.buckets = buckets
+    private struct Buckets: Hashable, Sendable {
+        var values: [UInt64]
+        var counts: [UInt64]
+    }
+
+    public init(values: [UInt64] = [], counts: [UInt64] = [], min: UInt64 = 0, max: UInt64 = 0) {
+        precondition(values.count == counts.count, "one count per bucket value")
+        self.arrays = Buckets(values: values, counts: counts)
+        self.encoded = nil
         self.min = min
         self.max = max
     }
 
     public init(_ histogram: LatencyHistogram) {
-        var pairs: [[UInt64]] = []
+        var values: [UInt64] = []
+        var counts: [UInt64] = []
         if histogram.totalCount > 0 {
             for bucket in histogram.recordedValues() {
-                pairs.append([bucket.value, bucket.count])
+                values.append(bucket.value)
+                counts.append(bucket.count)
             }
         }
-        self.buckets = pairs
-        self.min = histogram.totalCount > 0 ? histogram.min : 0
-        self.max = histogram.totalCount > 0 ? histogram.maxRecorded : 0
+        self.init(values: values, counts: counts, min: histogram.totalCount > 0 ? histogram.min : 0,
+                  max: histogram.totalCount > 0 ? histogram.maxRecorded : 0)
     }
 
-    public var isEmpty: Bool { self.buckets.isEmpty }
+    /// Bucket values (each the highest value equivalent to its bucket), ascending. A malformed encoding reads as
+    /// no buckets; ``add(into:percentiles:expectedTotal:)`` is where malformed input is refused.
+    public var values: [UInt64] { self.buckets.values }
+    public var counts: [UInt64] { self.buckets.counts }
+
+    private var buckets: Buckets {
+        if let arrays { return arrays }
+        guard let encoded, let parsed = Self.parseBuckets(encoded) else { return Buckets(values: [], counts: []) }
+        return Buckets(values: parsed.values, counts: parsed.counts)
+    }
+
+    public static func == (a: SparseHistogram, b: SparseHistogram) -> Bool {
+        a.min == b.min && a.max == b.max && a.buckets == b.buckets
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.buckets)
+        hasher.combine(self.min)
+        hasher.combine(self.max)
+    }
+
+    public var isEmpty: Bool { self.arrays.map { $0.values.isEmpty } ?? (self.encoded?.isEmpty ?? true) }
+
+    public var bucketCount: Int { self.values.count }
+
+    public var totalCount: UInt64 { self.counts.reduce(0, &+) }
+
+    /// The JSON text `JSONEncoder` (sorted keys) would make, built directly.
+    public var jsonText: String {
+        #"{"buckets":"\#(self.bucketText)","max":\#(self.max),"min":\#(self.min)}"#
+    }
+
+    /// The buckets encoded: base64 of (value delta, count) LEB128 varint pairs.
+    public var bucketText: String {
+        if let encoded { return encoded }
+        let buckets = self.buckets
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(4 * buckets.values.count)
+        func append(_ number: UInt64) {
+            var n = number
+            while n >= 0x80 {
+                bytes.append(UInt8(n & 0x7f) | 0x80)
+                n >>= 7
+            }
+            bytes.append(UInt8(n))
+        }
+        var previous: UInt64 = 0
+        for i in buckets.values.indices {
+            append(buckets.values[i] &- previous)
+            append(buckets.counts[i])
+            previous = buckets.values[i]
+        }
+        return Base64.encode(bytes)
+    }
+
+    /// Decodes ``bucketText``; nil when it is not well formed (bad base64, a truncated or overlong varint, values
+    /// that do not ascend).
+    public static func parseBuckets(_ text: String) -> (values: [UInt64], counts: [UInt64])? {
+        var values: [UInt64] = []
+        var counts: [UInt64] = []
+        values.reserveCapacity(text.utf8.count / 5 + 1)
+        counts.reserveCapacity(text.utf8.count / 5 + 1)
+        let ok = Self.stream(text) { value, count in
+            values.append(value)
+            counts.append(count)
+        }
+        return ok ? (values, counts) : nil
+    }
+
+    /// Calls `body` with each (value, count) pair of an encoding, in one pass with no intermediate bytes; false
+    /// when the encoding is not well formed (pairs already delivered stay delivered).
+    static func stream(_ text: String, _ body: (UInt64, UInt64) -> Void) -> Bool {
+        withoutActuallyEscaping(body) { body in
+            var sink = ClosureSink(body: body)
+            return Self.stream(text, into: &sink)
+        }
+    }
+
+    /// The same, into a sink the compiler specializes and inlines (the coordinator's merge runs per bucket).
+    @inline(__always)
+    static func stream<Sink: BucketSink>(_ text: String, into sink: inout Sink) -> Bool {
+        var text = text
+        return text.withUTF8 { input -> Bool in
+            guard input.count % 4 == 0 else { return false }
+            var parser = BucketParser()
+            let ok = Base64.reverseTable.withUnsafeBufferPointer { table -> Bool in
+                var i = 0
+                let end = input.count
+                while i < end {
+                    let a = table[Int(input[i])], b = table[Int(input[i &+ 1])]
+                    let c3 = input[i &+ 2], d3 = input[i &+ 3]
+                    guard a != 0xff, b != 0xff else { return false }
+                    let last = i &+ 4 == end
+                    parser.feed(a << 2 | b >> 4, into: &sink)
+                    if c3 == UInt8(ascii: "=") {
+                        guard last, d3 == UInt8(ascii: "=") else { return false }
+                    } else {
+                        let c = table[Int(c3)]
+                        guard c != 0xff else { return false }
+                        parser.feed(b << 4 | c >> 2, into: &sink)
+                        if d3 == UInt8(ascii: "=") {
+                            guard last else { return false }
+                        } else {
+                            let d = table[Int(d3)]
+                            guard d != 0xff else { return false }
+                            parser.feed(c << 6 | d, into: &sink)
+                        }
+                    }
+                    if parser.bad { return false }
+                    i &+= 4
+                }
+                return true
+            }
+            return ok && parser.isComplete
+        }
+    }
+
+    /// Calls `body` with each (value, count) bucket, from the arrays or straight from the encoding; false when the
+    /// encoding is not well formed.
+    func forEachBucket(_ body: (UInt64, UInt64) -> Void) -> Bool {
+        withoutActuallyEscaping(body) { body in
+            var sink = ClosureSink(body: body)
+            return self.forEachBucket(into: &sink)
+        }
+    }
+
+    @inline(__always)
+    func forEachBucket<Sink: BucketSink>(into sink: inout Sink) -> Bool {
+        if let arrays = self.arrays {
+            for i in arrays.values.indices { sink.take(arrays.values[i], arrays.counts[i]) }
+            return true
+        }
+        guard let encoded = self.encoded else { return true }
+        return Self.stream(encoded, into: &sink)
+    }
+
+    private enum CodingKeys: String, CodingKey { case buckets, min, max }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let text = try container.decode(String.self, forKey: .buckets)
+        guard text.utf8.count % 4 == 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .buckets, in: container,
+                                                   debugDescription: "Histogram buckets must be base64 of ascending (value delta, count) varint pairs.")
+        }
+        self.arrays = nil
+        self.encoded = text
+        self.min = try container.decode(UInt64.self, forKey: .min)
+        self.max = try container.decode(UInt64.self, forKey: .max)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(self.bucketText, forKey: .buckets)
+        try container.encode(self.max, forKey: .max)
+        try container.encode(self.min, forKey: .min)
+    }
 
     /// The value at a percentile (0-100), read straight from the sparse buckets, as the dense histogram would
     /// answer it: the bucket's highest equivalent value, capped at the exact maximum.
     public func valueAtPercentile(_ percentile: Double) -> UInt64 {
-        let total = self.totalCount
+        let buckets = self.buckets
+        let total = buckets.counts.reduce(0, &+)
         guard total > 0 else { return 0 }
         if percentile >= 100 { return self.max }
         if percentile <= 0 { return self.min }
         let wanted = Swift.max(1, UInt64((percentile.nextDown * Double(total) / 100).rounded(.up)))
         var seen: UInt64 = 0
-        for pair in self.buckets where pair.count == 2 {
-            seen &+= pair[1]
-            if seen >= wanted { return Swift.max(Swift.min(pair[0], self.max), self.min) }
+        for i in buckets.values.indices {
+            seen &+= buckets.counts[i]
+            if seen >= wanted { return Swift.max(Swift.min(buckets.values[i], self.max), self.min) }
         }
         return self.max
     }
 
-    public var totalCount: UInt64 { self.buckets.reduce(0) { $0 &+ ($1.count == 2 ? $1[1] : 0) } }
-
-    /// The dense histogram; malformed pairs are refused rather than guessed at.
+    /// The dense histogram.
     public func histogram() throws(LoadgenError) -> LatencyHistogram {
         var h = LatencyHistogram.latency()
-        let top = LatencyHistogram.highestLatencyNanos
-        for (i, pair) in self.buckets.enumerated() {
-            guard pair.count == 2 else {
-                throw .protocolViolation("A latency histogram bucket must be a [value, count] pair; got \(pair.count) numbers.")
-            }
-            var count = pair[1]
-            guard count > 0 else { continue }
-            let value = Swift.min(pair[0], top)
-            // The exact extremes go into the first and last buckets (they belong there), so min and max survive.
-            if i == 0, self.min > 0, h.valuesAreEquivalent(Swift.min(self.min, top), value) {
-                h.record(Swift.min(self.min, top))
-                count -= 1
-            }
-            if i == self.buckets.count - 1, count > 0, self.max > 0, h.valuesAreEquivalent(Swift.min(self.max, top), value) {
-                h.record(Swift.min(self.max, top))
-                count -= 1
-            }
-            if count > 0 { h.record(value, count: count) }
-        }
+        _ = try self.add(into: &h)
         return h
     }
+
+    /// Adds these counts into a dense histogram of the same layout, exactly, in one pass over the buckets (or their
+    /// encoding), and reads the given percentiles on the way. The exact extremes go into the first and last buckets
+    /// (they belong there), so min and max survive.
+    /// - Parameter expectedTotal: the number of values the histogram holds, when known (an interval's `ops`); the
+    ///   percentiles are read against it and the buckets must add up to it. Zero: counted first.
+    /// - Returns: the value at each percentile (0 when the histogram is empty).
+    @discardableResult
+    public func add(into h: inout LatencyHistogram, percentiles: [Double] = [], expectedTotal: UInt64 = 0)
+        throws(LoadgenError) -> [UInt64]
+    {
+        let total = expectedTotal > 0 || percentiles.isEmpty ? expectedTotal : self.totalCount
+        var merge = MergeState(min: self.min, max: self.max, total: total, percentiles: percentiles)
+        if let arrays = self.arrays {
+            for i in arrays.values.indices { merge.take(arrays.values[i], arrays.counts[i], into: &h) }
+        } else if let encoded = self.encoded {
+            guard Self.stream(encoded, { value, count in merge.take(value, count, into: &h) }) else {
+                throw .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
+            }
+        }
+        merge.finish(into: &h)
+        if merge.unordered { throw .protocolViolation("Latency histogram buckets must be in ascending order.") }
+        if expectedTotal > 0, merge.seen != expectedTotal {
+            throw .protocolViolation("A latency histogram holds \(merge.seen) values where \(expectedTotal) were reported.")
+        }
+        return merge.results
+    }
+}
+
+/// One pass of ``SparseHistogram/add(into:percentiles:expectedTotal:)``: holds back the latest bucket (the last one
+/// gets the exact maximum), and notes percentile values as the running count crosses them.
+private struct MergeState {
+    let min: UInt64
+    let max: UInt64
+    let thresholds: [UInt64]
+    var results: [UInt64]
+    var next = 0
+    var seen: UInt64 = 0
+    var pending: (value: UInt64, count: UInt64)?
+    var first = true
+    var taken = false
+    var previous: UInt64 = 0
+    var unordered = false
+
+    init(min: UInt64, max: UInt64, total: UInt64, percentiles: [Double]) {
+        self.min = min
+        self.max = max
+        self.thresholds = percentiles.map { p in
+            p >= 100 ? UInt64.max : p <= 0 ? 0 : Swift.max(1, UInt64((p.nextDown * Double(total) / 100).rounded(.up)))
+        }
+        self.results = Array(repeating: 0, count: percentiles.count)
+    }
+
+    @inline(__always)
+    mutating func take(_ value: UInt64, _ count: UInt64, into h: inout LatencyHistogram) {
+        if self.taken, value <= self.previous { self.unordered = true }
+        self.taken = true
+        self.previous = value
+        if let pending = self.pending { self.record(pending, last: false, into: &h) }
+        self.pending = (value, count)
+        self.seen &+= count
+        while self.next < self.thresholds.count, self.thresholds[self.next] <= self.seen {
+            self.results[self.next] = self.thresholds[self.next] == 0 ? self.min : Swift.max(Swift.min(value, self.max), self.min)
+            self.next += 1
+        }
+    }
+
+    mutating func finish(into h: inout LatencyHistogram) {
+        if let pending = self.pending { self.record(pending, last: true, into: &h) }
+        while self.next < self.thresholds.count {
+            self.results[self.next] = self.seen > 0 ? self.max : 0
+            self.next += 1
+        }
+    }
+
+    /// Records a bucket. Any value of a bucket stands for all of them, so the first bucket's values go in at the exact
+    /// minimum (one of them) and the last bucket's at the exact maximum: the rebuilt histogram's min and max are then
+    /// exact, and every count is in the bucket it came from.
+    @inline(__always)
+    private mutating func record(_ bucket: (value: UInt64, count: UInt64), last: Bool, into h: inout LatencyHistogram) {
+        let top = LatencyHistogram.highestLatencyNanos
+        var count = bucket.count
+        guard count > 0 else {
+            self.first = false
+            return
+        }
+        let value = Swift.min(bucket.value, top)
+        if self.first, self.min > 0, h.valuesAreEquivalent(Swift.min(self.min, top), value) {
+            h.record(Swift.min(self.min, top))
+            count -= 1
+        }
+        self.first = false
+        if last, count > 0, self.max > 0, h.valuesAreEquivalent(Swift.min(self.max, top), value) {
+            h.record(Swift.min(self.max, top), count: count)
+            count = 0
+        }
+        if count > 0 { h.record(value, count: count) }
+    }
+}
+
+/// Turns decoded bytes into (value, count) pairs: LEB128 varints, values as deltas from the previous one. A struct
+/// with a mutating method, so its state needs no dynamic exclusivity checks (a nested function capturing local
+/// variables paid one per byte).
+struct BucketParser {
+    private var number: UInt64 = 0
+    private var shift: UInt64 = 0
+    private var previous: UInt64 = 0
+    private var delta: UInt64?
+    private var any = false
+    private(set) var bad = false
+
+    var isComplete: Bool { !self.bad && self.delta == nil && self.shift == 0 && self.number == 0 }
+
+    @inline(__always)
+    mutating func feed<Sink: BucketSink>(_ byte: UInt8, into sink: inout Sink) {
+        guard self.shift < 63 || (self.shift == 63 && byte <= 1) else {
+            self.bad = true
+            return
+        }
+        self.number |= UInt64(byte & 0x7f) << self.shift
+        if byte & 0x80 != 0 {
+            self.shift &+= 7
+            return
+        }
+        if let delta = self.delta {
+            let (value, overflow) = self.previous.addingReportingOverflow(delta)
+            if overflow || (self.any && delta == 0) {
+                self.bad = true
+            } else {
+                sink.take(value, self.number)
+            }
+            self.any = true
+            self.previous = value
+            self.delta = nil
+        } else {
+            self.delta = self.number
+        }
+        self.number = 0
+        self.shift = 0
+    }
+}
+
+/// Where decoded buckets go, one (value, count) at a time.
+protocol BucketSink {
+    mutating func take(_ value: UInt64, _ count: UInt64)
+}
+
+struct ClosureSink: BucketSink {
+    let body: (UInt64, UInt64) -> Void
+
+    func take(_ value: UInt64, _ count: UInt64) { self.body(value, count) }
 }

@@ -2,11 +2,49 @@
 /// received and the agent's `phase_done`. Pure: the coordinator feeds it messages, and reports are computed from it.
 public struct RunAggregate: Sendable {
     public struct PhaseState: Sendable {
-        public var tally = Tally()
+        /// Counters, errors and samples; the latency lives in ``latency`` until ``tally`` is asked for.
+        var totals = Tally()
+        /// The merged latency counters (merging into these is a plain add per bucket).
+        public var latency = LatencyCounts()
         public var intervals = 0
         public var lastElapsedNanos: UInt64 = 0
         public var done: WireMessage.PhaseDone?
         public init() {}
+
+        /// Everything reported in this phase, latency histogram included.
+        public var tally: Tally {
+            var tally = self.totals
+            tally.latency = self.latency.histogram()
+            return tally
+        }
+
+        mutating func add(_ interval: WireMessage.Interval) throws(LoadgenError) -> IntervalLatency {
+            if let classes = interval.statusClasses, classes.count != 5 {
+                throw .protocolViolation("An interval's status_classes must hold 5 counts (1xx to 5xx); got \(classes.count).")
+            }
+            // Every successful operation records one latency, so the interval's ops is its histogram's total.
+            let read = try self.latency.add(interval.latency, percentiles: [50, 99, 100], expectedTotal: interval.ops)
+            self.totals.latencySumNanos &+= interval.latencySumNanos
+            self.totals.ops &+= interval.ops
+            self.totals.bytes &+= interval.bytes
+            self.totals.errors.merge(interval.errors)
+            for (name, sample) in interval.errorSamples {
+                if let kind = ErrorKind(rawValue: name), self.totals.errorSamples[kind] == nil {
+                    self.totals.errorSamples[kind] = String(sample.prefix(500))
+                }
+            }
+            if let classes = interval.statusClasses { for i in 0..<5 { self.totals.statusClasses[i] &+= classes[i] } }
+            self.totals.redirects &+= interval.redirects ?? 0
+            if let targets = interval.targets {
+                if self.totals.targets.count < targets.count {
+                    self.totals.targets.append(contentsOf: Array(repeating: TargetTally(), count: targets.count - self.totals.targets.count))
+                }
+                for i in targets.indices { self.totals.targets[i].merge(targets[i]) }
+            }
+            self.intervals += 1
+            self.lastElapsedNanos = max(self.lastElapsedNanos, interval.elapsedNanos)
+            return interval.ops > 0 ? IntervalLatency(p50Nanos: read[0], p99Nanos: read[1], maxNanos: read[2]) : IntervalLatency()
+        }
     }
 
     public struct AgentState: Sendable {
@@ -31,6 +69,12 @@ public struct RunAggregate: Sendable {
         }
 
         public func phase(_ phase: Phase) -> PhaseState { self.phases[phase] ?? PhaseState() }
+
+        /// Operations reported so far in a phase (cheap: nothing is copied).
+        public func ops(_ phase: Phase) -> UInt64 { self.phases[phase]?.totals.ops ?? 0 }
+
+        /// Errors reported so far in a phase.
+        public func errors(_ phase: Phase) -> UInt64 { self.phases[phase]?.totals.errors.total ?? 0 }
     }
 
     public let request: RunRequest
@@ -41,16 +85,11 @@ public struct RunAggregate: Sendable {
         self.agents = agents
     }
 
-    /// Adds one interval report; returns its tally (for the live view and the store).
+    /// Adds one interval report, merging it in place (no copy of the agent's histogram), and returns the interval's
+    /// own p50, p99 and maximum latency (nanoseconds), read on the way.
     @discardableResult
-    public mutating func apply(agent: Int, interval: WireMessage.Interval) throws(LoadgenError) -> Tally {
-        let tally = try interval.tally()
-        var state = self.agents[agent].phase(interval.phase)
-        state.tally.merge(tally)
-        state.intervals += 1
-        state.lastElapsedNanos = max(state.lastElapsedNanos, interval.elapsedNanos)
-        self.agents[agent].phases[interval.phase] = state
-        return tally
+    public mutating func apply(agent: Int, interval: WireMessage.Interval) throws(LoadgenError) -> IntervalLatency {
+        try self.agents[agent].phases[interval.phase, default: PhaseState()].add(interval)
     }
 
     public mutating func apply(agent: Int, phaseDone: WireMessage.PhaseDone) {
@@ -90,9 +129,15 @@ public struct RunAggregate: Sendable {
 
     /// The cluster's tally of a phase: the exact merge of every agent's.
     public func clusterTally(_ phase: Phase) -> Tally {
-        var total = Tally()
-        for agent in self.agents { total.merge(agent.phase(phase).tally) }
-        return total
+        var totals = Tally()
+        var latency = LatencyCounts()
+        for agent in self.agents {
+            guard let state = agent.phases[phase] else { continue }
+            totals.merge(state.totals)
+            latency.add(state.latency)
+        }
+        totals.latency = latency.histogram()
+        return totals
     }
 
     /// A phase's duration on one agent: its own measure when it finished, else how far its reports got.
@@ -108,5 +153,18 @@ public struct RunAggregate: Sendable {
 
     public var hasPhase: (Phase) -> Bool {
         { phase in self.agents.contains { $0.phases[phase] != nil } }
+    }
+}
+
+/// An interval's own latency figures, as the coordinator reads them while merging it (nil when it recorded none).
+public struct IntervalLatency: Sendable, Hashable {
+    public var p50Nanos: UInt64?
+    public var p99Nanos: UInt64?
+    public var maxNanos: UInt64?
+
+    public init(p50Nanos: UInt64? = nil, p99Nanos: UInt64? = nil, maxNanos: UInt64? = nil) {
+        self.p50Nanos = p50Nanos
+        self.p99Nanos = p99Nanos
+        self.maxNanos = maxNanos
     }
 }

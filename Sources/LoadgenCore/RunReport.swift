@@ -109,7 +109,7 @@ public struct RunReport: Codable, Sendable, Hashable {
         self.durationS = Double(duration) / 1e9
         self.opsPerS = Self.rate(main.ops, duration)
         self.mibPerS = Self.rate(main.bytes, duration) / 1_048_576
-        self.latencyUs = main.latency.summary
+        self.latencyUs = main.latencySummary
         let dones = aggregate.agents.compactMap { $0.phases[.main]?.done }
         self.firstDoneS = Double(dones.map(\.firstDoneNanos).min() ?? duration) / 1e9
         self.lastDoneS = Double(dones.map(\.lastDoneNanos).max() ?? duration) / 1e9
@@ -139,7 +139,7 @@ public struct RunReport: Codable, Sendable, Hashable {
                 agent: agent.agentID, host: agent.host, address: agent.address, status: agent.status,
                 message: agent.message, ops: tally.ops, errors: tally.errors.total, errorsByKind: tally.errors.dictionary,
                 bytes: tally.bytes, durationS: Double(d) / 1e9, opsPerS: Self.rate(tally.ops, d),
-                mibPerS: Self.rate(tally.bytes, d) / 1_048_576, latencyUs: tally.latency.summary,
+                mibPerS: Self.rate(tally.bytes, d) / 1_048_576, latencyUs: tally.latencySummary,
                 firstDoneS: Double(phase.done?.firstDoneNanos ?? d) / 1e9,
                 lastDoneS: Double(phase.done?.lastDoneNanos ?? d) / 1e9,
                 rttMs: Double(agent.rttNanos) / 1e6, clockOffsetMs: Double(agent.clockOffsetNanos) / 1e6,
@@ -150,7 +150,7 @@ public struct RunReport: Codable, Sendable, Hashable {
 
     static func phaseReport(_ tally: Tally, _ duration: UInt64) -> PhaseReport {
         PhaseReport(ops: tally.ops, errors: tally.errors.total, errorsByKind: tally.errors.dictionary, bytes: tally.bytes,
-                    durationS: Double(duration) / 1e9, opsPerS: rate(tally.ops, duration), latencyUs: tally.latency.summary)
+                    durationS: Double(duration) / 1e9, opsPerS: rate(tally.ops, duration), latencyUs: tally.latencySummary)
     }
 
     static func rate(_ count: UInt64, _ nanos: UInt64) -> Double {

@@ -11,6 +11,8 @@ public struct Tally: Sendable {
     /// One message per error kind, the first seen.
     public var errorSamples: [ErrorKind: String] = [:]
     public var latency = LatencyHistogram.latency()
+    /// The exact sum of the latencies recorded, for the mean.
+    public var latencySumNanos: UInt64 = 0
     /// HTTP responses by status class: index 0 is 1xx, 4 is 5xx.
     public var statusClasses = [UInt64](repeating: 0, count: 5)
     /// Redirects followed.
@@ -23,6 +25,16 @@ public struct Tally: Sendable {
             self.targets = Array(repeating: TargetTally(), count: targetCount)
         }
     }
+
+    /// Records one operation's latency.
+    @inline(__always)
+    public mutating func recordLatency(_ nanos: UInt64) {
+        self.latency.recordLatency(nanos)
+        self.latencySumNanos &+= nanos
+    }
+
+    /// Percentiles, max and mean of the latencies recorded.
+    public var latencySummary: LatencySummary { self.latency.summary(sumNanos: self.latencySumNanos) }
 
     @inline(__always)
     public mutating func recordError(_ kind: ErrorKind, _ message: @autoclosure () -> String) {
@@ -46,6 +58,7 @@ public struct Tally: Sendable {
         if other.latency.totalCount > 0 {
             self.latency.add(other.latency)
         }
+        self.latencySumNanos &+= other.latencySumNanos
         for i in 0..<5 { self.statusClasses[i] &+= other.statusClasses[i] }
         self.redirects &+= other.redirects
         if self.targets.count < other.targets.count {

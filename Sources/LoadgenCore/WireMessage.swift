@@ -245,6 +245,8 @@ extension WireMessage {
         public var errors: ErrorCounts
         public var errorSamples: [String: String]
         public var latency: SparseHistogram
+        /// The exact sum of the latencies in `latency` (for the mean).
+        public var latencySumNanos: UInt64
         public var statusClasses: [UInt64]?
         public var redirects: UInt64?
         public var targets: [TargetTally]?
@@ -259,6 +261,7 @@ extension WireMessage {
             self.errors = tally.errors
             self.errorSamples = Dictionary(uniqueKeysWithValues: tally.errorSamples.map { ($0.key.rawValue, $0.value) })
             self.latency = SparseHistogram(tally.latency)
+            self.latencySumNanos = tally.latencySumNanos
             self.statusClasses = tally.statusClasses.allSatisfy { $0 == 0 } ? nil : tally.statusClasses
             self.redirects = tally.redirects == 0 ? nil : tally.redirects
             self.targets = tally.targets.isEmpty ? nil : tally.targets
@@ -274,6 +277,7 @@ extension WireMessage {
                 if let kind = ErrorKind(rawValue: name) { t.errorSamples[kind] = String(sample.prefix(500)) }
             }
             t.latency = try self.latency.histogram()
+            t.latencySumNanos = self.latencySumNanos
             if let classes = self.statusClasses {
                 guard classes.count == 5 else {
                     throw .protocolViolation("An interval's status_classes must hold 5 counts (1xx to 5xx); got \(classes.count).")

@@ -91,7 +91,8 @@ CREATE TABLE intervalReport (
     p50Micros REAL,
     p99Micros REAL,
     maxMicros REAL,
-    histogram TEXT NOT NULL
+    histogram TEXT NOT NULL,
+    latencySumNanos INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX intervalReport_run ON intervalReport(runID, agentIndex, phase, seq);
 

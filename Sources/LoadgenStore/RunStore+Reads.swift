@@ -179,10 +179,10 @@ extension RunStore {
                 return state
             }
             let intervals = try Row.fetchAll(db, sql: """
-                SELECT agentIndex, phase, seq, elapsedNanos, ops, bytes, errorsByKind, histogram FROM intervalReport
+                SELECT agentIndex, phase, seq, elapsedNanos, ops, bytes, errorsByKind, histogram, latencySumNanos FROM intervalReport
                 WHERE runID = ? ORDER BY agentIndex, seq
                 """, arguments: [runID]).map { row -> (Int, String) in
-                let json = #"{"run_id":"\#(runID)","phase":"\#(row["phase"] as String)","seq":\#(row["seq"] as Int),"elapsed_nanos":\#(row["elapsedNanos"] as Int64),"ops":\#(row["ops"] as Int64),"bytes":\#(row["bytes"] as Int64),"errors":\#(row["errorsByKind"] as String),"error_samples":{},"latency":\#(row["histogram"] as String)}"#
+                let json = #"{"run_id":"\#(runID)","phase":"\#(row["phase"] as String)","seq":\#(row["seq"] as Int),"elapsed_nanos":\#(row["elapsedNanos"] as Int64),"ops":\#(row["ops"] as Int64),"bytes":\#(row["bytes"] as Int64),"errors":\#(row["errorsByKind"] as String),"error_samples":{},"latency":\#(row["histogram"] as String),"latency_sum_nanos":\#(row["latencySumNanos"] as Int64)}"#
                 return (row["agentIndex"], json)
             }
             return (requestJSON, agents, intervals)

@@ -8,12 +8,16 @@ public struct IntervalRecord: Sendable {
     public var agentIndex: Int
     public var interval: WireMessage.Interval
     public var receivedAtWallNanos: UInt64
+    /// The interval's p50, p99 and max, when already read (the coordinator reads them while merging).
+    public var latency: IntervalLatency?
 
-    public init(runID: String, agentIndex: Int, interval: WireMessage.Interval, receivedAtWallNanos: UInt64) {
+    public init(runID: String, agentIndex: Int, interval: WireMessage.Interval, receivedAtWallNanos: UInt64,
+                latency: IntervalLatency? = nil) {
         self.runID = runID
         self.agentIndex = agentIndex
         self.interval = interval
         self.receivedAtWallNanos = receivedAtWallNanos
+        self.latency = latency
     }
 }
 
@@ -81,18 +85,22 @@ extension RunStore {
         try await self.asyncWrite { db in
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO intervalReport (runID, agentIndex, phase, seq, elapsedNanos, receivedAtNanos, ops, bytes,
-                                            errors, errorsByKind, p50Micros, p99Micros, maxMicros, histogram)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                            errors, errorsByKind, p50Micros, p99Micros, maxMicros, histogram,
+                                            latencySumNanos)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             var runs = Set<String>()
             for record in records {
                 let i = record.interval
-                let hasLatency = i.latency.totalCount > 0
-                func us(_ p: Double) -> Double? { hasLatency ? Double(i.latency.valueAtPercentile(p)) / 1000 : nil }
+                let latency = record.latency ?? (i.latency.isEmpty ? IntervalLatency() : IntervalLatency(
+                    p50Nanos: i.latency.valueAtPercentile(50), p99Nanos: i.latency.valueAtPercentile(99),
+                    maxNanos: i.latency.valueAtPercentile(100)))
+                func us(_ nanos: UInt64?) -> Double? { nanos.map { Double($0) / 1000 } }
                 try statement.execute(arguments: [
                     record.runID, record.agentIndex, i.phase.rawValue, i.seq, Int64(i.elapsedNanos),
                     Int64(record.receivedAtWallNanos), Int64(i.ops), Int64(i.bytes), Int64(i.errors.total),
-                    Self.json(i.errors), us(50), us(99), us(100), Self.json(i.latency)])
+                    i.errors.isEmpty ? "{}" : Self.json(i.errors), us(latency.p50Nanos), us(latency.p99Nanos),
+                    us(latency.maxNanos), i.latency.jsonText, Int64(bitPattern: i.latencySumNanos)])
                 runs.insert(record.runID)
             }
             for run in runs {

@@ -103,7 +103,7 @@ public final class WriteEngine: WorkloadEngine {
             if errorCode == 0 {
                 tally.ops &+= 1
                 tally.bytes &+= size
-                tally.latency.recordLatency(t1 &- t0)
+                tally.recordLatency(t1 &- t0)
             } else {
                 let kind = ErrorKind.fromErrno(errorCode)
                 tally.recordError(kind, "creating \(String(cString: path)): \(errnoDescription(errorCode))")
@@ -148,7 +148,7 @@ public final class WriteEngine: WorkloadEngine {
             if result == 0 {
                 tally.ops &+= 1
                 tally.bytes &+= namer.sizeBytes(of: index)
-                tally.latency.recordLatency(t1 &- t0)
+                tally.recordLatency(t1 &- t0)
             } else {
                 let code = errno
                 // A file whose creation failed was never there: nothing to remove, nothing to count.

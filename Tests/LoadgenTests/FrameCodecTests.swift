@@ -81,3 +81,18 @@ struct FrameCodecTests {
         #expect(t.errors[.noSpace] == 1)
     }
 }
+
+struct HeartbeatFastPathTests {
+    @Test(arguments: [0, 1, 41, 1_000_000_007])
+    func heartbeatsEncodeExactlyAsTheJSONEncoderWould(seq: Int) throws {
+        let fast = try FrameCodec.encode(.heartbeat(.init(seq: seq)))
+        let general = try FrameCodec.makeEncoder().encode(WireMessage.heartbeat(.init(seq: seq)))
+        #expect(Array(fast.dropFirst(4)) == Array(general))
+        #expect(try FrameCodec.decodeBody(fast.dropFirst(4)) == .heartbeat(.init(seq: seq)))
+    }
+
+    @Test func heartbeatsInAnyOtherFormStillDecode() throws {
+        #expect(try FrameCodec.decodeBody(Array(#"{"type":"heartbeat","seq":5}"#.utf8)) == .heartbeat(.init(seq: 5)))
+        #expect(throws: LoadgenError.self) { try FrameCodec.decodeBody(Array(#"{"seq":-1x,"type":"heartbeat"}"#.utf8)) }
+    }
+}

@@ -132,7 +132,7 @@ struct StoreTests {
         try await store.insertRun(Self.request("orphan"), agents: Self.agents(), coordinator: dead, loadgenVersion: "test",
                                   startedAtWallNanos: MonotonicClock.wallNanos())
         try await store.appendIntervals([IntervalRecord(runID: "orphan", agentIndex: 0,
-                                                        interval: Self.interval("orphan", seq: 1, ops: 30, latencies: [5000, 6000]),
+                                                        interval: Self.interval("orphan", seq: 1, ops: 30, latencies: Array(repeating: 5000, count: 30)),
                                                         receivedAtWallNanos: MonotonicClock.wallNanos())],
                                         seenAtWallNanos: MonotonicClock.wallNanos())
         // And a run whose coordinator (this process) is alive

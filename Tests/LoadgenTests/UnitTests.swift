@@ -135,7 +135,7 @@ struct HistogramTests {
         for v: UInt64 in [1, 7, 999, 1000, 1001, 123_456, 9_999_999, 60_000_000_000] { h.recordLatency(v) }
         h.record(5000, count: 17)
         let sparse = SparseHistogram(h)
-        #expect(sparse.buckets.count < 20)
+        #expect(sparse.bucketCount < 20)
         let back = try sparse.histogram()
         #expect(back.totalCount == h.totalCount)
         for p in [10.0, 50, 90, 99, 100] { #expect(back.valueAtPercentile(p) == h.valueAtPercentile(p)) }
@@ -143,6 +143,7 @@ struct HistogramTests {
         #expect(back.maxRecorded == h.maxRecorded)
         #expect(SparseHistogram(back) == sparse)
         for p in [0.0, 10, 50, 90, 99, 99.9, 100] { #expect(sparse.valueAtPercentile(p) == h.valueAtPercentile(p), "p\(p)") }
+        #expect(String(decoding: try FrameCodec.makeEncoder().encode(sparse), as: UTF8.self) == sparse.jsonText)
         let json = try JSONEncoder().encode(sparse)
         #expect(try JSONDecoder().decode(SparseHistogram.self, from: json) == sparse)
     }
@@ -153,8 +154,30 @@ struct HistogramTests {
         #expect(h.totalCount == 1)
     }
 
-    @Test func malformedSparseBucketsAreRefused() {
-        #expect(throws: LoadgenError.self) { try SparseHistogram(buckets: [[1, 2, 3]]).histogram() }
+    // "gA==" is a varint cut short; "AQEAAQ==" repeats a value (delta 0); "/////////////////w==" overflows.
+    @Test(arguments: ["gA==", "AQ=", "A", "AQEAAQ==", "!!!!", "/////////////////wE=", "AQ==AQ=="])
+    func malformedBucketTextIsRefused(text: String) {
+        #expect(SparseHistogram.parseBuckets(text) == nil)
+    }
+
+    @Test func bucketTextRoundTrips() throws {
+        let sparse = SparseHistogram(values: [1, 127, 128, 18015, 19503, 3_600_000_000_000], counts: [1, 300, 1, 2, 1, 9],
+                                     min: 1, max: 3_600_000_000_000)
+        let parsed = try #require(SparseHistogram.parseBuckets(sparse.bucketText))
+        #expect(parsed.values == sparse.values)
+        #expect(parsed.counts == sparse.counts)
+        #expect(SparseHistogram.parseBuckets("")?.values == [])
+    }
+
+    @Test(arguments: [0, 1, 2, 3, 4, 5, 100])
+    func base64MatchesFoundation(length: Int) {
+        let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        #expect(Base64.encode(bytes) == Data(bytes).base64EncodedString())
+        #expect(Base64.decode(Base64.encode(bytes)) == bytes)
+    }
+
+    @Test func outOfOrderSparseBucketsAreRefused() {
+        #expect(throws: LoadgenError.self) { try SparseHistogram(values: [5000, 1000], counts: [1, 1], min: 1000, max: 5000).histogram() }
     }
 }
 
@@ -252,5 +275,54 @@ struct SnakeCaseTests {
         #expect(SnakeCaseKey(camel: "ENOSPC").stringValue == "ENOSPC")
         #expect(SnakeCaseKey("per_url").stringValue == "perURL")
         #expect(SnakeCaseKey("mib_per_s").stringValue == "mibPerS")
+    }
+}
+
+struct LatencyCountsTests {
+    @Test func indexArithmeticMatchesTheLibrary() throws {
+        // Every bucket boundary region and a spread of random values, 0 to the layout's top.
+        var values: [UInt64] = [0, 1, 2, 1023, 1024, 2047, 2048, 2049, 4095, 4096, 1_000_000, LatencyHistogram.highestLatencyNanos]
+        var state: UInt64 = 12345
+        for _ in 0..<20_000 {
+            state = FileNamer.mix(state)
+            values.append(state % LatencyHistogram.highestLatencyNanos >> (state % 40))
+        }
+        var direct = LatencyHistogram.latency()
+        for v in values { direct.recordLatency(v) }
+        var counts = LatencyCounts()
+        try counts.add(SparseHistogram(direct), expectedTotal: UInt64(values.count))
+        let rebuilt = counts.histogram()
+        #expect(rebuilt.totalCount == direct.totalCount)
+        #expect(SparseHistogram(rebuilt).values == SparseHistogram(direct).values)
+        #expect(SparseHistogram(rebuilt).counts == SparseHistogram(direct).counts)
+        for p in [1.0, 25, 50, 90, 99, 99.9, 100] { #expect(rebuilt.valueAtPercentile(p) == direct.valueAtPercentile(p)) }
+        for v in values.prefix(12) {
+            #expect(LatencyCounts.highestValue(at: LatencyCounts.index(of: v)) == direct.highestEquivalentForValue(v), "\(v)")
+        }
+    }
+
+    @Test func mergingIntervalsEqualsRecordingEverything() throws {
+        var all = LatencyHistogram.latency()
+        var counts = LatencyCounts()
+        for seed: UInt64 in 1...5 {
+            var part = LatencyHistogram.latency()
+            for i in 0..<1000 { part.recordLatency(FileNamer.mix(seed &* 7919 &+ UInt64(i)) % 5_000_000) }
+            all.add(part)
+            let read = try counts.add(SparseHistogram(part), percentiles: [50, 99, 100], expectedTotal: 1000)
+            #expect(read == [part.valueAtPercentile(50), part.valueAtPercentile(99), part.maxRecorded])
+        }
+        let mine = SparseHistogram(counts.histogram())
+        let theirs = SparseHistogram(all)
+        #expect(mine.min == theirs.min)
+        #expect(mine.max == theirs.max)
+        #expect(mine.values == theirs.values)
+        #expect(mine.counts == theirs.counts)
+    }
+
+    @Test func aHistogramThatDisagreesWithItsOpsIsRefused() {
+        var h = LatencyHistogram.latency()
+        h.recordLatency(500)
+        var counts = LatencyCounts()
+        #expect(throws: LoadgenError.self) { try counts.add(SparseHistogram(h), expectedTotal: 2) }
     }
 }

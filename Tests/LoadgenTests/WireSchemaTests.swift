@@ -20,7 +20,7 @@ struct WireSchemaTests {
         tally.ops = 48_210
         tally.bytes = 1_580_236_800
         tally.recordError(.noSpace, "creating d000042/Xy...txt: No space left on device")
-        for v: UInt64 in [18_000, 19_500, 21_000, 21_000, 250_000] { tally.latency.recordLatency(v) }
+        for v: UInt64 in [18_000, 19_500, 21_000, 21_000, 250_000] { tally.recordLatency(v) }
         let nonceA = String(repeating: "3f", count: 32)
         let nonceB = String(repeating: "a7", count: 32)
         return [

@@ -1,0 +1,279 @@
+/// An incremental HTTP/1.1 response parser: bytes in, response events out. Pure (no I/O), so the blocking client
+/// (sequential, threads, processes) and the event-loop client (async) parse alike, and tests drive it byte by byte.
+///
+/// It reads the status line and the headers it needs (Content-Length, Transfer-Encoding, Connection, Location),
+/// then skips the body, counting its bytes: bodies are never kept, so a 1 GiB response costs what a 1 KiB one
+/// does. Bodies end by Content-Length, by chunked encoding, or by the connection closing; 1xx, 204 and 304
+/// responses and responses to HEAD have none.
+public struct HTTPResponseParser: Sendable {
+    public enum Failure: Error, Sendable, Hashable {
+        /// The bytes are not an HTTP/1.x response.
+        case malformed(String)
+    }
+
+    /// What a completed response was.
+    public struct Response: Sendable, Hashable {
+        public var status: Int
+        public var bodyBytes: UInt64
+        /// The server asked to close the connection (or the body ran to EOF): it cannot be reused.
+        public var closesConnection: Bool
+        public var location: String?
+    }
+
+    private enum State: Sendable, Hashable {
+        case statusLine
+        case headers
+        case fixedBody(remaining: UInt64)
+        case chunkSize
+        case chunkData(remaining: UInt64)
+        case chunkDataEnd
+        case trailers
+        case untilClose
+        case done
+    }
+
+    /// The longest status line or header line accepted (a hostile server cannot make the parser buffer more).
+    public static let maxLineBytes = 16 * 1024
+    /// The most header lines accepted.
+    public static let maxHeaderLines = 200
+
+    private var state = State.statusLine
+    private var line: [UInt8] = []
+    private var headerLines = 0
+    private var status = 0
+    private var contentLength: UInt64?
+    private var chunked = false
+    private var closes = false
+    private var location: String?
+    private var bodyBytes: UInt64 = 0
+    private let isHead: Bool
+    /// Whether any byte of this response has arrived (a connection that dies before one was a stale keep-alive).
+    public private(set) var started = false
+
+    public init(isHead: Bool = false) {
+        self.isHead = isHead
+        self.line.reserveCapacity(256)
+    }
+
+    /// Whether a complete response has been parsed.
+    public var isComplete: Bool { self.state == .done }
+
+    /// Feeds bytes; returns how many were consumed (the rest belong to the next response on the connection) and
+    /// the response when it completed.
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> (consumed: Int, response: Response?) {
+        var i = 0
+        let count = bytes.count
+        if count > 0 { self.started = true }
+        while i < count {
+            switch self.state {
+            case .statusLine, .headers, .chunkSize, .chunkDataEnd, .trailers:
+                // Line-oriented states: gather up to LF.
+                let byte = bytes[i]
+                i += 1
+                if byte == UInt8(ascii: "\n") {
+                    var text = self.line
+                    if text.last == UInt8(ascii: "\r") { text.removeLast() }
+                    self.line.removeAll(keepingCapacity: true)
+                    try self.handleLine(text)
+                    if self.state == .done { return (i, self.finish()) }
+                } else {
+                    guard self.line.count < Self.maxLineBytes else {
+                        throw .malformed("a header or chunk line longer than \(Self.maxLineBytes) bytes")
+                    }
+                    self.line.append(byte)
+                }
+            case .fixedBody(let remaining):
+                let take = UInt64(min(UInt64(count - i), remaining))
+                self.bodyBytes &+= take
+                i += Int(take)
+                let left = remaining - take
+                if left == 0 {
+                    self.state = .done
+                    return (i, self.finish())
+                }
+                self.state = .fixedBody(remaining: left)
+            case .chunkData(let remaining):
+                let take = UInt64(min(UInt64(count - i), remaining))
+                self.bodyBytes &+= take
+                i += Int(take)
+                let left = remaining - take
+                self.state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
+            case .untilClose:
+                self.bodyBytes &+= UInt64(count - i)
+                i = count
+            case .done:
+                return (i, self.finish())
+            }
+        }
+        return (i, nil)
+    }
+
+    /// The connection closed: completes a body delimited by the close, or fails a response cut short.
+    public mutating func end() throws(Failure) -> Response {
+        switch self.state {
+        case .untilClose:
+            self.state = .done
+            self.closes = true
+            return self.finish()
+        case .done:
+            return self.finish()
+        default:
+            throw .malformed(self.started ? "the connection closed in the middle of a response" : "the connection closed before a response")
+        }
+    }
+
+    private mutating func finish() -> Response {
+        Response(status: self.status, bodyBytes: self.bodyBytes, closesConnection: self.closes, location: self.location)
+    }
+
+    private mutating func handleLine(_ text: [UInt8]) throws(Failure) {
+        switch self.state {
+        case .statusLine:
+            // HTTP/1.1 200 OK
+            guard text.count >= 12, text.starts(with: Array("HTTP/1.".utf8)), text[8] == UInt8(ascii: " "),
+                  let status = Self.number(text[9..<12]), status >= 100, status <= 999
+            else {
+                throw .malformed("the status line '\(Self.printable(text))' is not HTTP/1.x")
+            }
+            self.status = status
+            if text[7] == UInt8(ascii: "0") { self.closes = true }  // HTTP/1.0 closes unless told otherwise
+            self.state = .headers
+        case .headers:
+            if text.isEmpty {
+                try self.headersDone()
+                return
+            }
+            self.headerLines += 1
+            guard self.headerLines <= Self.maxHeaderLines else {
+                throw .malformed("more than \(Self.maxHeaderLines) header lines")
+            }
+            guard let colon = text.firstIndex(of: UInt8(ascii: ":")) else {
+                throw .malformed("the header line '\(Self.printable(text))' has no colon")
+            }
+            let name = text[..<colon]
+            var value = text[(colon + 1)...]
+            while let first = value.first, first == 32 || first == 9 { value = value.dropFirst() }
+            while let last = value.last, last == 32 || last == 9 { value = value.dropLast() }
+            if Self.equalsIgnoringCase(name, "content-length") {
+                guard let length = Self.number64(value) else {
+                    throw .malformed("Content-Length '\(Self.printable(Array(value)))' is not a number")
+                }
+                if let existing = self.contentLength, existing != length {
+                    throw .malformed("two different Content-Length headers")
+                }
+                self.contentLength = length
+            } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
+                if Self.containsIgnoringCase(value, "chunked") { self.chunked = true }
+            } else if Self.equalsIgnoringCase(name, "connection") {
+                if Self.containsIgnoringCase(value, "close") { self.closes = true }
+                if Self.containsIgnoringCase(value, "keep-alive") { self.closes = false }
+            } else if Self.equalsIgnoringCase(name, "location") {
+                self.location = String(decoding: value, as: UTF8.self)
+            }
+        case .chunkSize:
+            var digits = text[...]
+            if let semicolon = digits.firstIndex(of: UInt8(ascii: ";")) { digits = digits[..<semicolon] }
+            while let last = digits.last, last == 32 || last == 9 { digits = digits.dropLast() }
+            guard let size = Self.hex(digits) else {
+                throw .malformed("the chunk size '\(Self.printable(text))' is not hexadecimal")
+            }
+            self.state = size == 0 ? .trailers : .chunkData(remaining: size)
+        case .chunkDataEnd:
+            guard text.isEmpty else { throw .malformed("a chunk is not followed by CRLF") }
+            self.state = .chunkSize
+        case .trailers:
+            if text.isEmpty { self.state = .done }
+        default:
+            break
+        }
+    }
+
+    private mutating func headersDone() throws(Failure) {
+        if (100...199).contains(self.status) {
+            // An interim response (100 Continue, 103 Early Hints): the real one follows.
+            self.status = 0
+            self.headerLines = 0
+            self.contentLength = nil
+            self.chunked = false
+            self.location = nil
+            self.state = .statusLine
+            return
+        }
+        if self.isHead || self.status == 204 || self.status == 304 {
+            self.state = .done
+        } else if self.chunked {
+            self.state = .chunkSize
+        } else if let length = self.contentLength {
+            self.state = length == 0 ? .done : .fixedBody(remaining: length)
+        } else {
+            self.closes = true
+            self.state = .untilClose
+        }
+    }
+
+    // MARK: - Byte helpers
+
+    static func number(_ digits: ArraySlice<UInt8>) -> Int? {
+        var value = 0
+        for d in digits {
+            guard d >= 48, d <= 57 else { return nil }
+            value = value * 10 + Int(d - 48)
+        }
+        return digits.isEmpty ? nil : value
+    }
+
+    static func number64(_ digits: ArraySlice<UInt8>) -> UInt64? {
+        guard !digits.isEmpty, digits.count <= 19 else { return nil }
+        var value: UInt64 = 0
+        for d in digits {
+            guard d >= 48, d <= 57 else { return nil }
+            value = value * 10 + UInt64(d - 48)
+        }
+        return value
+    }
+
+    static func hex(_ digits: ArraySlice<UInt8>) -> UInt64? {
+        guard !digits.isEmpty, digits.count <= 15 else { return nil }
+        var value: UInt64 = 0
+        for d in digits {
+            let v: UInt8
+            switch d {
+            case 48...57: v = d - 48
+            case 65...70: v = d - 55
+            case 97...102: v = d - 87
+            default: return nil
+            }
+            value = value << 4 | UInt64(v)
+        }
+        return value
+    }
+
+    static func equalsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lower: StaticString) -> Bool {
+        guard bytes.count == lower.utf8CodeUnitCount else { return false }
+        return lower.withUTF8Buffer { target in
+            for (a, b) in zip(bytes, target) where (a | 0x20) != b && a != b { return false }
+            return true
+        }
+    }
+
+    static func containsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lower: StaticString) -> Bool {
+        let target = lower.withUTF8Buffer { Array($0) }
+        guard bytes.count >= target.count else { return false }
+        let lowered = bytes.map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }
+        for start in 0...(lowered.count - target.count) where Array(lowered[start..<(start + target.count)]) == target {
+            return true
+        }
+        return false
+    }
+
+    static func printable(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes.prefix(80).map { $0 >= 32 && $0 < 127 ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
+    }
+}
+
+/// The bytes of one request, made once per target and reused for every request to it.
+public enum HTTPRequestBytes {
+    public static func make(method: HTTPMethod, target: TargetURL) -> [UInt8] {
+        Array("\(method.rawValue) \(target.pathAndQuery) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nUser-Agent: loadgen\r\nAccept: */*\r\n\r\n".utf8)
+    }
+}

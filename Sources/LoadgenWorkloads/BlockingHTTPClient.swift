@@ -1,0 +1,440 @@
+import COpenSSL
+import Glibc
+import LoadgenCore
+
+/// Why a request failed: one kind, and a sentence for the sample.
+public struct FetchFailure: Error, Sendable {
+    public var kind: ErrorKind
+    public var message: String
+
+    public init(_ kind: ErrorKind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}
+
+/// A completed request: the final response (after redirects).
+public struct FetchResponse: Sendable {
+    public var status: Int
+    public var bodyBytes: UInt64
+    public var redirects: Int
+}
+
+/// The TLS settings every connection of a run shares: the system's trust roots (plus `--ca-file`), certificate and
+/// host-name verification unless `--insecure-tls` asked otherwise.
+public final class TLSContext: @unchecked Sendable {
+    // SSL_CTX is safe to share between threads once configured (OpenSSL's documented rule); it is configured here,
+    // in init, and only read after.
+    let context: OpaquePointer
+    public let verifies: Bool
+
+    public init(caFile: String?, verify: Bool) throws(LoadgenError) {
+        guard let context = SSL_CTX_new(TLS_client_method()) else {
+            throw .io("A TLS context could not be made: \(Self.lastError()).")
+        }
+        self.context = context
+        self.verifies = verify
+        _ = lg_ssl_ctx_set_min_tls12(context)
+        _ = lg_ssl_ctx_set_mode_partial_write(context)
+        if verify {
+            SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
+            SSL_CTX_set_default_verify_paths(context)
+            if let caFile {
+                guard SSL_CTX_load_verify_locations(context, caFile, nil) == 1 else {
+                    SSL_CTX_free(context)
+                    throw .usage("The CA file '\(caFile)' cannot be loaded as PEM certificates: \(Self.lastError()).")
+                }
+            }
+        } else {
+            SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
+        }
+    }
+
+    deinit {
+        SSL_CTX_free(self.context)
+    }
+
+    static func lastError() -> String {
+        let code = ERR_get_error()
+        guard code != 0 else { return "unknown error" }
+        var buffer = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(code, &buffer, buffer.count)
+        ERR_clear_error()
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// HTTP/1.1 over blocking-style sockets, for the modes where each worker is a thread (or a process) waiting on its
+/// own connection. Sockets are non-blocking underneath so every wait is a `poll` bounded by the request's deadline:
+/// a server that trickles bytes cannot hold a worker past `--timeout`. One keep-alive connection per worker, reopened
+/// when the server closes it; redirects are followed (at most 10).
+public final class BlockingHTTPClient {
+    private struct Connection {
+        var fd: Int32
+        var ssl: OpaquePointer?
+        var origin: String
+        var used: Bool
+    }
+
+    public static let maxRedirects = 10
+
+    private let timeoutNanos: UInt64
+    private let tls: TLSContext?
+    private var connection: Connection?
+    private var resolved: [String: [(family: Int32, address: [UInt8])]] = [:]
+    private let buffer: UnsafeMutableRawBufferPointer
+
+    public init(timeoutNanos: UInt64, tls: TLSContext?) {
+        self.timeoutNanos = timeoutNanos
+        self.tls = tls
+        self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    }
+
+    deinit {
+        self.disconnect()
+        self.buffer.deallocate()
+    }
+
+    /// Performs one request (following redirects) that must finish by `start + timeout`.
+    public func fetch(_ target: TargetURL, method: HTTPMethod, request: [UInt8], startNanos: UInt64)
+        -> Result<FetchResponse, FetchFailure>
+    {
+        let deadline = startNanos &+ self.timeoutNanos
+        var target = target
+        var method = method
+        var request = request
+        var redirects = 0
+        while true {
+            let response: HTTPResponseParser.Response
+            switch self.exchange(target, isHead: method == .head, request: request, deadline: deadline) {
+            case .success(let r): response = r
+            case .failure(let failure): return .failure(failure)
+            }
+            guard [301, 302, 303, 307, 308].contains(response.status), let location = response.location else {
+                return .success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes, redirects: redirects))
+            }
+            redirects += 1
+            guard redirects <= Self.maxRedirects else {
+                return .failure(FetchFailure(.redirects, "more than \(Self.maxRedirects) redirects, the last to \(location)"))
+            }
+            do {
+                target = try target.resolving(location: location)
+            } catch {
+                return .failure(FetchFailure(.protocol, "a redirect to an unusable location: \(error.message)"))
+            }
+            if target.isTLS, self.tls == nil {
+                return .failure(FetchFailure(.tls, "a redirect to \(target) needs TLS, which this run was not set up for"))
+            }
+            if response.status == 303 { method = .get }
+            request = HTTPRequestBytes.make(method: method, target: target)
+        }
+    }
+
+    /// One request and its response on a (possibly reused) connection. A reused connection that the server had
+    /// already closed fails before any response byte: that request is sent again once on a fresh connection (the
+    /// server never saw it).
+    private func exchange(_ target: TargetURL, isHead: Bool, request: [UInt8], deadline: UInt64)
+        -> Result<HTTPResponseParser.Response, FetchFailure>
+    {
+        for attempt in 0..<2 {
+            if let failure = self.connect(to: target, deadline: deadline) { return .failure(failure) }
+            let reused = self.connection!.used
+            self.connection!.used = true
+            if let failure = self.write(request, deadline: deadline) {
+                self.disconnect()
+                if reused, attempt == 0, failure.kind != .timeout { continue }
+                return .failure(failure)
+            }
+            var parser = HTTPResponseParser(isHead: isHead)
+            switch self.readResponse(&parser, deadline: deadline) {
+            case .success(let response):
+                if response.closesConnection { self.disconnect() }
+                return .success(response)
+            case .failure(let failure):
+                self.disconnect()
+                if reused, attempt == 0, !parser.started, failure.kind == .read { continue }
+                return .failure(failure)
+            }
+        }
+        return .failure(FetchFailure(.read, "the connection closed before a response"))
+    }
+
+    private func readResponse(_ parser: inout HTTPResponseParser, deadline: UInt64)
+        -> Result<HTTPResponseParser.Response, FetchFailure>
+    {
+        while true {
+            let n: Int
+            switch self.read(deadline: deadline) {
+            case .success(let count): n = count
+            case .failure(let failure): return .failure(failure)
+            }
+            if n == 0 {
+                do {
+                    return .success(try parser.end())
+                } catch {
+                    if case .malformed(let text) = error { return .failure(FetchFailure(.read, text)) }
+                }
+            }
+            do {
+                let (consumed, response) = try parser.feed(UnsafeRawBufferPointer(rebasing: self.buffer[0..<n]))
+                if let response {
+                    // Bytes after a complete response on a keep-alive connection would be a protocol violation
+                    // (no pipelining here): do not reuse such a connection.
+                    if consumed < n { self.disconnect() }
+                    return .success(response)
+                }
+            } catch {
+                if case .malformed(let text) = error { return .failure(FetchFailure(.protocol, text)) }
+            }
+        }
+    }
+
+    // MARK: - Connections
+
+    private func originKey(_ target: TargetURL) -> String { "\(target.scheme)://\(target.host):\(target.port)" }
+
+    private func connect(to target: TargetURL, deadline: UInt64) -> FetchFailure? {
+        let origin = self.originKey(target)
+        if let connection = self.connection {
+            if connection.origin == origin { return nil }
+            self.disconnect()
+        }
+        let addresses: [(family: Int32, address: [UInt8])]
+        if let cached = self.resolved[target.host] {
+            addresses = cached
+        } else {
+            switch Self.resolve(target.host, port: target.port) {
+            case .success(let found):
+                addresses = found
+                self.resolved[target.host] = found
+            case .failure(let failure):
+                return failure
+            }
+        }
+        var lastError: Int32 = ECONNREFUSED
+        for address in addresses {
+            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else {
+                lastError = errno
+                continue
+            }
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let started = address.address.withUnsafeBytes { raw in
+                Glibc.connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+            }
+            if started != 0, errno != EINPROGRESS {
+                lastError = errno
+                close(fd)
+                continue
+            }
+            if started != 0 {
+                switch Self.wait(fd, events: Int16(POLLOUT), deadline: deadline) {
+                case .timedOut:
+                    close(fd)
+                    return FetchFailure(.timeout, "connecting to \(target.host):\(target.port) took longer than the timeout")
+                case .failed(let e):
+                    lastError = e
+                    close(fd)
+                    continue
+                case .ready:
+                    var soError: Int32 = 0
+                    var length = socklen_t(MemoryLayout<Int32>.size)
+                    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &length)
+                    if soError != 0 {
+                        lastError = soError
+                        close(fd)
+                        continue
+                    }
+                }
+            }
+            var connection = Connection(fd: fd, ssl: nil, origin: origin, used: false)
+            if target.isTLS {
+                guard let tls = self.tls else {
+                    close(fd)
+                    return FetchFailure(.tls, "\(target) needs TLS, which this run was not set up for")
+                }
+                switch Self.handshake(fd: fd, host: target.host, tls: tls, deadline: deadline) {
+                case .success(let ssl): connection.ssl = ssl
+                case .failure(let failure):
+                    close(fd)
+                    return failure
+                }
+            }
+            self.connection = connection
+            return nil
+        }
+        return FetchFailure(.connect, "connecting to \(target.host):\(target.port) failed: \(errnoDescription(lastError))")
+    }
+
+    private func disconnect() {
+        guard let connection = self.connection else { return }
+        if let ssl = connection.ssl {
+            SSL_shutdown(ssl)
+            SSL_free(ssl)
+        }
+        close(connection.fd)
+        self.connection = nil
+    }
+
+    private static func resolve(_ host: String, port: Int) -> Result<[(family: Int32, address: [UInt8])], FetchFailure> {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, String(port), &hints, &result)
+        guard status == 0, let first = result else {
+            let text = String(cString: gai_strerror(status))
+            return .failure(FetchFailure(.dns, "resolving \(host) failed: \(text)"))
+        }
+        defer { freeaddrinfo(result) }
+        var out: [(family: Int32, address: [UInt8])] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let info = cursor {
+            let bytes = UnsafeRawBufferPointer(start: info.pointee.ai_addr, count: Int(info.pointee.ai_addrlen))
+            out.append((info.pointee.ai_family, Array(bytes)))
+            cursor = info.pointee.ai_next
+        }
+        return out.isEmpty ? .failure(FetchFailure(.dns, "\(host) resolves to no address")) : .success(out)
+    }
+
+    private static func handshake(fd: Int32, host: String, tls: TLSContext, deadline: UInt64) -> Result<OpaquePointer, FetchFailure> {
+        guard let ssl = SSL_new(tls.context) else {
+            return .failure(FetchFailure(.tls, "a TLS session could not be made: \(TLSContext.lastError())"))
+        }
+        SSL_set_fd(ssl, fd)
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        let isAddress = inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+        if !isAddress { _ = lg_ssl_set_sni(ssl, host) }
+        if tls.verifies {
+            if isAddress { X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) } else { SSL_set1_host(ssl, host) }
+        }
+        while true {
+            let result = SSL_connect(ssl)
+            if result == 1 { return .success(ssl) }
+            let code = SSL_get_error(ssl, result)
+            let events: Int16
+            switch code {
+            case SSL_ERROR_WANT_READ: events = Int16(POLLIN)
+            case SSL_ERROR_WANT_WRITE: events = Int16(POLLOUT)
+            default:
+                let verify = SSL_get_verify_result(ssl)
+                let reason = verify != X509_V_OK ? String(cString: X509_verify_cert_error_string(verify)) : TLSContext.lastError()
+                SSL_free(ssl)
+                return .failure(FetchFailure(.tls, "the TLS handshake with \(host) failed: \(reason)"))
+            }
+            switch Self.wait(fd, events: events, deadline: deadline) {
+            case .ready: continue
+            case .timedOut:
+                SSL_free(ssl)
+                return .failure(FetchFailure(.timeout, "the TLS handshake with \(host) took longer than the timeout"))
+            case .failed(let e):
+                SSL_free(ssl)
+                return .failure(FetchFailure(.tls, "the TLS handshake with \(host) failed: \(errnoDescription(e))"))
+            }
+        }
+    }
+
+    // MARK: - Reads and writes
+
+    private enum Wait { case ready, timedOut, failed(Int32) }
+
+    private static func wait(_ fd: Int32, events: Int16, deadline: UInt64) -> Wait {
+        while true {
+            let now = MonotonicClock.nowNanos()
+            guard now < deadline else { return .timedOut }
+            var poller = pollfd(fd: fd, events: events, revents: 0)
+            let ms = Int32(min((deadline - now + 999_999) / 1_000_000, 60_000))
+            let n = poll(&poller, 1, ms)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failed(errno)
+            }
+            if n > 0 { return .ready }
+        }
+    }
+
+    private func write(_ bytes: [UInt8], deadline: UInt64) -> FetchFailure? {
+        guard let connection = self.connection else { return FetchFailure(.write, "no connection") }
+        var offset = 0
+        return bytes.withUnsafeBytes { raw -> FetchFailure? in
+            while offset < raw.count {
+                let pointer = raw.baseAddress! + offset
+                let left = raw.count - offset
+                if let ssl = connection.ssl {
+                    let n = SSL_write(ssl, pointer, Int32(left))
+                    if n > 0 {
+                        offset += Int(n)
+                        continue
+                    }
+                    let code = SSL_get_error(ssl, n)
+                    let events: Int16 = code == SSL_ERROR_WANT_READ ? Int16(POLLIN) : Int16(POLLOUT)
+                    guard code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE else {
+                        return FetchFailure(.write, "writing the request failed: \(TLSContext.lastError())")
+                    }
+                    switch Self.wait(connection.fd, events: events, deadline: deadline) {
+                    case .ready: continue
+                    case .timedOut: return FetchFailure(.timeout, "sending the request took longer than the timeout")
+                    case .failed(let e): return FetchFailure(.write, "writing the request failed: \(errnoDescription(e))")
+                    }
+                }
+                let n = send(connection.fd, pointer, left, Int32(MSG_NOSIGNAL))
+                if n > 0 {
+                    offset += n
+                    continue
+                }
+                let e = errno
+                if e == EINTR { continue }
+                guard e == EAGAIN || e == EWOULDBLOCK else {
+                    return FetchFailure(.write, "writing the request failed: \(errnoDescription(e))")
+                }
+                switch Self.wait(connection.fd, events: Int16(POLLOUT), deadline: deadline) {
+                case .ready: continue
+                case .timedOut: return FetchFailure(.timeout, "sending the request took longer than the timeout")
+                case .failed(let e): return FetchFailure(.write, "writing the request failed: \(errnoDescription(e))")
+                }
+            }
+            return nil
+        }
+    }
+
+    /// Reads what is there into the buffer (0 at end of stream).
+    private func read(deadline: UInt64) -> Result<Int, FetchFailure> {
+        guard let connection = self.connection else { return .failure(FetchFailure(.read, "no connection")) }
+        while true {
+            if let ssl = connection.ssl {
+                let n = SSL_read(ssl, self.buffer.baseAddress, Int32(self.buffer.count))
+                if n > 0 { return .success(Int(n)) }
+                let code = SSL_get_error(ssl, n)
+                switch code {
+                case SSL_ERROR_ZERO_RETURN:
+                    return .success(0)
+                case SSL_ERROR_SYSCALL where n == 0 || errno == 0:
+                    return .success(0)
+                case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+                    let events: Int16 = code == SSL_ERROR_WANT_READ ? Int16(POLLIN) : Int16(POLLOUT)
+                    switch Self.wait(connection.fd, events: events, deadline: deadline) {
+                    case .ready: continue
+                    case .timedOut: return .failure(FetchFailure(.timeout, "the response took longer than the timeout"))
+                    case .failed(let e): return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
+                    }
+                default:
+                    return .failure(FetchFailure(.read, "reading the response failed: \(TLSContext.lastError())"))
+                }
+            }
+            let n = recv(connection.fd, self.buffer.baseAddress, self.buffer.count, 0)
+            if n >= 0 { return .success(n) }
+            let e = errno
+            if e == EINTR { continue }
+            guard e == EAGAIN || e == EWOULDBLOCK else {
+                return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
+            }
+            switch Self.wait(connection.fd, events: Int16(POLLIN), deadline: deadline) {
+            case .ready: continue
+            case .timedOut: return .failure(FetchFailure(.timeout, "the response took longer than the timeout"))
+            case .failed(let e): return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
+            }
+        }
+    }
+}

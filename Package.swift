@@ -27,6 +27,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -35,13 +36,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
-        .target(name: "CLoadgen"),
+        .target(name: "CLoadgen", linkerSettings: [.linkedLibrary("uring")]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen"], swiftSettings: swiftSettings),
         .target(
             name: "LoadgenWorkloads",
             dependencies: [
-                "LoadgenCore", "CLoadgen", nioCore, nioPosix,
+                "LoadgenCore", "CLoadgen", "COpenSSL", nioCore, nioPosix,
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -89,6 +91,7 @@ let package = Package(
                 "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
                 "loadgen", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -16,10 +16,13 @@ public struct AgentConfiguration: Sendable {
     public var silenceLimitNanos: UInt64
     /// A connection must finish its handshake within this long (5 s).
     public var handshakeDeadlineNanos: UInt64
+    /// Why io_uring is not to be used on this agent, when it is not.
+    public var ioUringDisabled: String?
 
     public init(agentID: String, host: String, cores: Int, loadgenVersion: String, policy: AgentPolicy,
                 prover: (any SecretProver)?, workerExecutable: String, silenceLimitNanos: UInt64 = 1_500_000_000,
-                handshakeDeadlineNanos: UInt64 = 5_000_000_000) {
+                handshakeDeadlineNanos: UInt64 = 5_000_000_000, ioUringDisabled: String? = nil) {
+        self.ioUringDisabled = ioUringDisabled
         self.agentID = agentID
         self.host = host
         self.cores = cores

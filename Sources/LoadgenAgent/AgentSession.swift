@@ -153,7 +153,7 @@ public final class AgentSession: Sendable {
             }
             let controller = RunController(request: request, context: RunContext(
                 agentID: configuration.agentID, allowedRoots: configuration.policy.allowedRoots,
-                workerExecutable: configuration.workerExecutable))
+                workerExecutable: configuration.workerExecutable, ioUringDisabled: configuration.ioUringDisabled))
             let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
             shared.run.withLock { $0 = ActiveRun(controller: controller, commands: continuation) }
             let slot = self.slot

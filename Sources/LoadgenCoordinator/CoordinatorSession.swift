@@ -174,6 +174,9 @@ public final class CoordinatorSession {
             case .message(let index, .failure(let failure)):
                 throw LoadgenError(failure.code == .protocolViolation ? .protocolViolation : .authentication,
                                    "Agent \(self.links[index].address) refused the connection: \(failure.message)")
+            case .message(_, .heartbeat):
+                // An agent that is ready already answers heartbeats while others finish their handshake.
+                continue
             case .message(let index, let other):
                 throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) during the handshake.")
             case .closed(let index):

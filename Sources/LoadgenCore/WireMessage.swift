@@ -181,18 +181,21 @@ extension WireMessage {
         public var runDirectory: String?
         public var agentSeed: UInt64
         public var workerIndex: Int
-        /// First operation index of the share, and how many (nil: until the run's duration ends).
+        /// The share: operation indices `first_index`, `first_index + stride`, ... (`count` of them; nil: until the
+        /// run's duration ends).
         public var firstIndex: UInt64
         public var count: UInt64?
+        public var stride: UInt64
 
         public init(request: RunRequest, runDirectory: String?, agentSeed: UInt64, workerIndex: Int, firstIndex: UInt64,
-                    count: UInt64?) {
+                    count: UInt64?, stride: UInt64 = 1) {
             self.request = request
             self.runDirectory = runDirectory
             self.agentSeed = agentSeed
             self.workerIndex = workerIndex
             self.firstIndex = firstIndex
             self.count = count
+            self.stride = stride
         }
     }
 

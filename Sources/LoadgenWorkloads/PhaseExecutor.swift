@@ -18,9 +18,8 @@ public struct ThreadExecutor: PhaseExecutor {
     public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
         let engine = self.engine
         let workers = self.workers
-        let total = engine.totalOperations(phase: phase)
         return await WorkerThreads.run(count: workers, name: "lg-\(phase.rawValue)") { index in
-            engine.runWorker(share: Share.of(total: total, workers: workers, worker: index), phase: phase,
+            engine.runWorker(share: engine.share(phase: phase, worker: index, of: workers), phase: phase,
                              control: control, sink: mailbox)
         }
     }

@@ -9,11 +9,14 @@ public struct RunContext: Sendable {
     public var allowedRoots: [String]?
     /// The `loadgen` binary that `processes` mode runs as `loadgen worker`.
     public var workerExecutable: String
+    /// Why io_uring is not to be used here, when it is not (an agent's `--no-io-uring`).
+    public var ioUringDisabled: String?
 
-    public init(agentID: String, allowedRoots: [String]?, workerExecutable: String) {
+    public init(agentID: String, allowedRoots: [String]?, workerExecutable: String, ioUringDisabled: String? = nil) {
         self.agentID = agentID
         self.allowedRoots = allowedRoots
         self.workerExecutable = workerExecutable
+        self.ioUringDisabled = ioUringDisabled
     }
 }
 
@@ -44,10 +47,17 @@ public final class RunController: Sendable {
     /// its coordinator: the run stops and its files stay, since removing them would be load too).
     public func run(commands: AsyncStream<RunCommand>, emit: @escaping @Sendable (WireMessage) async -> Void) async {
         let request = self.request
-        if request.mode == .async {
-            await emit(.refused(.init(runID: request.runID, code: .usage,
-                                      message: "The async mode is not available for \(request.workload.rawValue) runs in this build of loadgen.")))
-            return
+        if request.mode == .async, request.workload == .write {
+            // Refused before anything is made: the run directory would be the first side effect.
+            do throws(LoadgenError) {
+                if let why = self.context.ioUringDisabled {
+                    throw .usage("The async mode for writes needs io_uring, which is turned off on agent \(self.context.agentID): \(why)")
+                }
+                try AsyncWriteExecutor.probe()
+            } catch {
+                await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
+                return
+            }
         }
         let seed = FileNamer.agentSeed(runSeed: request.seed, agentID: self.context.agentID)
         let engine: any WorkloadEngine
@@ -67,11 +77,11 @@ public final class RunController: Sendable {
         case .sequential, .threads:
             await serve(ThreadExecutor(engine: engine, workers: request.workers))
         case .processes:
-            let total = engine.totalOperations(phase: .main)
             let works = (0..<request.workers).map { index in
-                let share = Share.of(total: total, workers: request.workers, worker: index)
+                let share = engine.share(phase: .main, worker: index, of: request.workers)
                 return WireMessage.Work(request: request, runDirectory: directory?.path, agentSeed: seed,
-                                        workerIndex: index, firstIndex: share.first, count: share.count)
+                                        workerIndex: index, firstIndex: share.first, count: share.count,
+                                        stride: share.stride)
             }
             do {
                 try await WorkerProcessPool.withPool(executable: self.context.workerExecutable, works: works) { pool in
@@ -82,7 +92,15 @@ public final class RunController: Sendable {
                 await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
             }
         case .async:
-            preconditionFailure("async runs are refused above")
+            if let write = engine as? WriteEngine {
+                await serve(AsyncWriteExecutor(engine: write, depth: request.workers))
+            } else if let fetch = engine as? FetchEngine {
+                do {
+                    await serve(try AsyncFetchExecutor(engine: fetch, slots: request.workers))
+                } catch {
+                    await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
+                }
+            }
         }
     }
 
@@ -96,7 +114,8 @@ public final class RunController: Sendable {
                 subdirectories: spec.dirs)
             return (WriteEngine(spec: spec, directory: directory, seed: seed), directory)
         case .fetch:
-            throw .usage("Fetch runs are not available in this build of loadgen.")
+            guard let spec = self.request.fetch else { throw .usage("A fetch run must carry a fetch specification.") }
+            return (try FetchEngine(spec: spec, workers: self.request.workers), nil)
         }
     }
 

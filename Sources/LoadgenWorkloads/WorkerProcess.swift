@@ -92,7 +92,8 @@ public enum WorkerProcess {
                 let directory = try RunDirectory.open(existing: path, subdirectories: spec.dirs)
                 self.engine = WriteEngine(spec: spec, directory: directory, seed: work.agentSeed)
             case .fetch:
-                throw .usage("Fetch runs are not available in this build of loadgen.")
+                guard let spec = work.request.fetch else { throw .usage("A fetch worker needs a fetch specification.") }
+                self.engine = try FetchEngine(spec: spec, workers: work.request.workers)
             }
         }
 
@@ -101,7 +102,7 @@ public enum WorkerProcess {
             let sink = FrameSink(writer: writer, runID: runID, phase: phase, startAt: startAt)
             let control = WorkerControl(stop: stop, startAtNanos: startAt, tickNanos: self.work.request.intervalNanos)
             // Cleanup removes exactly the share this worker created.
-            let share = Share(first: self.work.firstIndex, count: self.work.count)
+            let share = Share(first: self.work.firstIndex, count: self.work.count, stride: self.work.stride)
             let result = self.engine.runWorker(share: share, phase: phase, control: control, sink: sink)
             let done = (result.doneAtNanos ?? MonotonicClock.nowNanos()) &- startAt
             writer.write(.phaseDone(.init(

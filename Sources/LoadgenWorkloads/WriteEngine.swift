@@ -14,7 +14,7 @@ public final class WriteEngine: WorkloadEngine {
     public let namer: FileNamer
     /// URL-safe text the files' contents are cut from (at most 1 MiB; longer files repeat it). Filled in `init`
     /// and only read after, by every worker: safe to share.
-    nonisolated(unsafe) private let content: UnsafeMutableRawBufferPointer
+    nonisolated(unsafe) let content: UnsafeMutableRawBufferPointer
 
     public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64) {
         self.spec = spec

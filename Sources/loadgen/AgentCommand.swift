@@ -57,6 +57,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Most requests per second a fetch run may ask for here.", valueName: "R"))
     var maxRate: Double = 1_000_000
 
+    @Flag(help: "Refuse async write runs here instead of using io_uring.")
+    var noIoUring = false
+
     struct Settings {
         var address: AgentAddress
         var prover: SharedSecret?
@@ -123,7 +126,8 @@ struct AgentCommand: AsyncParsableCommand {
         let configuration = AgentConfiguration(
             agentID: settings.agentID, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
             loadgenVersion: Loadgen.version, policy: settings.policy, prover: settings.prover,
-            workerExecutable: HostEnvironment.executablePath)
+            workerExecutable: HostEnvironment.executablePath,
+            ioUringDisabled: self.noIoUring ? "the agent was started with --no-io-uring." : nil)
         let server = AgentServer(configuration: configuration, host: settings.address.host, port: settings.address.port,
                                  logger: logger)
         let signals = HostEnvironment.terminations()

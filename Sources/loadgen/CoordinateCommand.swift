@@ -37,6 +37,9 @@ struct CoordinateCommand: AsyncParsableCommand {
     @OptionGroup(title: "Write workload (directory targets)")
     var write: WriteOptions
 
+    @OptionGroup(title: "Fetch workload (http:// and https:// targets)")
+    var fetch: FetchOptions
+
     @OptionGroup(title: "Agents")
     var agents: AgentOptions
 
@@ -60,49 +63,60 @@ struct CoordinateCommand: AsyncParsableCommand {
     struct Plan: Sendable {
         var workload: WorkloadKind
         var modes: [ExecutionMode]
+        /// Modes included by `all` rather than named: one an agent cannot run (async writes without io_uring) is
+        /// skipped with a note instead of refusing the whole command.
+        var impliedModes: Set<ExecutionMode> = []
         var makeRequest: @Sendable (ExecutionMode, String) -> RunRequest
     }
 
     func plan() throws(LoadgenError) -> Plan {
-        guard !self.run.targets.isEmpty else {
+        var targets = self.run.targets
+        if let file = self.fetch.targetsFile {
+            targets += try FetchOptions.readTargetsFile(file)
+        }
+        guard !targets.isEmpty else {
             throw .usage("Give a --target: a directory for the write workload, or an http:// or https:// URL to fetch.")
         }
-        let urls = self.run.targets.filter { $0.contains("://") }
-        let dirs = self.run.targets.filter { !$0.contains("://") }
+        let urls = targets.filter { $0.contains("://") }
+        let dirs = targets.filter { !$0.contains("://") }
         if !urls.isEmpty, !dirs.isEmpty {
             throw .usage("The targets mix URLs (\(urls[0])) and directories (\(dirs[0])): a run is either a write run or a fetch run.")
-        }
-        if !urls.isEmpty {
-            for url in urls { _ = try TargetURL.parse(url) }
-            throw .usage("Fetch runs are not available in this build of loadgen; give a directory target.")
-        }
-        guard dirs.count == 1 else {
-            throw .usage("Give one target directory; got \(dirs.count) (\(dirs.joined(separator: ", "))).")
-        }
-        let target = dirs[0]
-        let size = try SizeRange.parse(self.write.size)
-        var modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .write)
-        let explicitAsync = self.run.mode.map { $0.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == "async" } } ?? false
-        if modes.contains(.async) {
-            if explicitAsync {
-                throw .usage("--mode async is not available for write runs yet (it needs the io_uring engine); use sequential, threads or processes.")
-            }
-            modes.removeAll { $0 == .async }
         }
         guard self.run.workers >= 1 else { throw .usage("--workers must be at least 1; got \(self.run.workers).") }
         guard let interval = DurationText.parseNanos(self.run.interval) else {
             throw .usage("The interval '\(self.run.interval)' is not a duration such as 1s or 500ms.")
         }
-        let spec = WriteSpec(target: target, files: self.write.files, size: size, dirs: self.write.dirs,
-                             fsync: self.write.fsync, keep: self.write.keep)
-        try spec.validate()
         let workers = self.run.workers
         let label = self.run.label
         let seed = self.run.seed ?? UInt64.random(in: 0...UInt64.max)
+        if !urls.isEmpty {
+            try self.write.checkUnused()
+            let spec = try self.fetch.spec(urls: urls)
+            let modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .fetch)
+            let probe = RunRequest(runID: "check", label: label, fetch: spec, mode: .threads, workers: workers, seed: seed,
+                                   intervalNanos: interval)
+            try probe.validate()
+            return Plan(workload: .fetch, modes: modes) { mode, runID in
+                RunRequest(runID: runID, label: label, fetch: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
+            }
+        }
+        try self.fetch.checkUnused()
+        guard dirs.count == 1 else {
+            throw .usage("Give one target directory; got \(dirs.count) (\(dirs.joined(separator: ", "))).")
+        }
+        let target = dirs[0]
+        let size = try SizeRange.parse(self.write.size)
+        let modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .write)
+        let spec = WriteSpec(target: target, files: self.write.fileCount, size: size, dirs: self.write.dirs,
+                             fsync: self.write.fsync, keep: self.write.keep)
+        try spec.validate()
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
         try probe.validate()
-        return Plan(workload: .write, modes: modes) { mode, runID in
+        let named = Set((self.run.mode ?? "all").split(separator: ",").compactMap {
+            ExecutionMode(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased())
+        })
+        return Plan(workload: .write, modes: modes, impliedModes: Set(modes).subtracting(named)) { mode, runID in
             RunRequest(runID: runID, label: label, write: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
         }
     }
@@ -116,7 +130,8 @@ struct CoordinateCommand: AsyncParsableCommand {
         let agentConfiguration = AgentConfiguration(
             agentID: HostEnvironment.hostName, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
             loadgenVersion: Loadgen.version, policy: .embedded, prover: nil,
-            workerExecutable: HostEnvironment.executablePath)
+            workerExecutable: HostEnvironment.executablePath,
+            ioUringDisabled: ProcessInfo.processInfo.environment["LOADGEN_NO_IO_URING"].map { _ in "LOADGEN_NO_IO_URING is set." })
         let coordinatorConfiguration = CoordinatorConfiguration(
             loadgenVersion: Loadgen.version, host: HostEnvironment.hostName, prover: secret,
             startDelayNanos: remote == nil ? 50_000_000 : 250_000_000)
@@ -128,7 +143,13 @@ struct CoordinateCommand: AsyncParsableCommand {
                 var outcomes: [RunOutcome] = []
                 for mode in plan.modes where !session.interrupted {
                     let request = plan.makeRequest(mode, HostEnvironment.makeRunID())
-                    let outcome = try await session.run(request, observer: renderer, recorder: recorder)
+                    let outcome: RunOutcome
+                    do throws(LoadgenError) {
+                        outcome = try await session.run(request, observer: renderer, recorder: recorder)
+                    } catch where plan.impliedModes.contains(mode) && error.message.contains("io_uring") {
+                        renderer.note("Skipped the async mode: \(error.message)")
+                        continue
+                    }
                     renderer.finished(outcome)
                     outcomes.append(outcome)
                 }
@@ -187,22 +208,126 @@ struct RunOptions: ParsableArguments {
 
 /// Options of the write workload.
 struct WriteOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Files each agent creates.", valueName: "N"))
-    var files: Int = 10_000
+    @Option(help: ArgumentHelp("Files each agent creates (default 10000).", valueName: "N"))
+    var files: Int?
 
-    @Option(help: ArgumentHelp(
-        "Bytes per file: 2, 4k, 1m (powers of 1024), or a range such as 1k-64k drawn uniformly per file.",
+    @Option(name: .customLong("size"), help: ArgumentHelp(
+        "Bytes per file: 2, 4k, 1m (powers of 1024), or a range such as 1k-64k drawn uniformly per file (default 2).",
         valueName: "BYTES"))
-    var size: String = "2"
+    var sizeText: String?
 
-    @Option(help: ArgumentHelp("Spread the files over N subdirectories of the run directory.", valueName: "N"))
-    var dirs: Int = 1
+    @Option(name: .customLong("dirs"), help: ArgumentHelp("Spread the files over N subdirectories of the run directory.", valueName: "N"))
+    var dirsCount: Int?
 
-    @Option(help: ArgumentHelp("none; each (fsync every file, inside its timed operation); end (one syncfs when all are written).", valueName: "none|each|end"))
-    var fsync: FsyncPolicy = .none
+    @Option(name: .customLong("fsync"), help: ArgumentHelp("none; each (fsync every file, inside its timed operation); end (one syncfs when all are written).", valueName: "none|each|end"))
+    var fsyncPolicy: FsyncPolicy?
 
     @Flag(help: "Keep the files; by default they are removed after the run, timed as its cleanup phase.")
     var keep = false
+
+    var size: String { self.sizeText ?? "2" }
+    var dirs: Int { self.dirsCount ?? 1 }
+    var fsync: FsyncPolicy { self.fsyncPolicy ?? .none }
+    var fileCount: Int { self.files ?? 10_000 }
+
+    /// Refuses write options on a fetch run: an option that would be silently ignored is a mistake to point out.
+    func checkUnused() throws(LoadgenError) {
+        let given = [self.files != nil ? "--files" : nil, self.sizeText != nil ? "--size" : nil,
+                     self.dirsCount != nil ? "--dirs" : nil, self.fsyncPolicy != nil ? "--fsync" : nil,
+                     self.keep ? "--keep" : nil].compactMap { $0 }
+        if let first = given.first {
+            throw .usage("\(first) applies to write runs (directory targets), not to fetching URLs.")
+        }
+    }
+}
+
+/// Options of the fetch workload.
+struct FetchOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("A file of URLs to fetch, one per line (# starts a comment).", valueName: "FILE"))
+    var targetsFile: String?
+
+    @Option(help: ArgumentHelp("Requests each agent makes, cycling through the URLs (default: the URL list once, times --repeat).", valueName: "N"))
+    var requests: Int?
+
+    @Option(help: ArgumentHelp("Run for this long instead (30s, 2m); with --requests, whichever ends first.", valueName: "DURATION"))
+    var duration: String?
+
+    @Option(help: ArgumentHelp("Requests per second on each agent, an open model: latency counts from each request's due time.", valueName: "R"))
+    var rate: Double?
+
+    @Option(help: ArgumentHelp("Cycle the URL list N times (the tutorial's list * 10).", valueName: "N"))
+    var `repeat`: Int?
+
+    @Option(help: ArgumentHelp("Bound on connecting and on the whole request, however slowly the server sends (default 30s).", valueName: "DURATION"))
+    var timeout: String?
+
+    @Option(help: ArgumentHelp("GET or HEAD.", valueName: "METHOD"))
+    var method: String?
+
+    @Option(help: ArgumentHelp("Trust the CA certificates in this PEM file (as well as the system's).", valueName: "FILE"))
+    var caFile: String?
+
+    @Flag(help: "Skip TLS certificate verification (explicitly insecure).")
+    var insecureTls = false
+
+    static func readTargetsFile(_ path: String) throws(LoadgenError) -> [String] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw .usage("The targets file '\(path)' cannot be read.")
+        }
+        let urls = text.split(whereSeparator: \.isNewline).compactMap { line -> String? in
+            let body = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            let trimmed = body.trimmingCharacters(in: .whitespaces)
+            return trimmed.isEmpty ? nil : trimmed
+        }
+        guard !urls.isEmpty else { throw .usage("The targets file '\(path)' lists no URLs.") }
+        if let bad = urls.first(where: { !$0.contains("://") }) {
+            throw .usage("The targets file '\(path)' holds '\(bad)', which is not an http:// or https:// URL.")
+        }
+        return urls
+    }
+
+    func spec(urls: [String]) throws(LoadgenError) -> FetchSpec {
+        var durationNanos: UInt64?
+        if let duration {
+            guard let nanos = DurationText.parseNanos(duration), nanos > 0 else {
+                throw .usage("--duration '\(duration)' is not a duration such as 30s or 2m.")
+            }
+            durationNanos = nanos
+        }
+        var timeoutNanos: UInt64 = 30_000_000_000
+        if let timeout {
+            guard let nanos = DurationText.parseNanos(timeout), nanos > 0 else {
+                throw .usage("--timeout '\(timeout)' is not a duration such as 5s or 500ms.")
+            }
+            timeoutNanos = nanos
+        }
+        var method = HTTPMethod.get
+        if let text = self.method {
+            guard let m = HTTPMethod(rawValue: text.uppercased()) else {
+                throw .usage("The method '\(text)' is not GET or HEAD.")
+            }
+            method = m
+        }
+        if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
+            throw .usage("The CA file '\(caFile)' cannot be read.")
+        }
+        let spec = FetchSpec(urls: urls, repeatCount: self.repeat ?? 1, requests: self.requests, durationNanos: durationNanos,
+                             rate: self.rate, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
+                             insecureTLS: self.insecureTls)
+        try spec.validate()
+        return spec
+    }
+
+    /// Refuses fetch options on a write run.
+    func checkUnused() throws(LoadgenError) {
+        let given = [self.requests != nil ? "--requests" : nil, self.duration != nil ? "--duration" : nil,
+                     self.rate != nil ? "--rate" : nil, self.repeat != nil ? "--repeat" : nil,
+                     self.timeout != nil ? "--timeout" : nil, self.method != nil ? "--method" : nil,
+                     self.caFile != nil ? "--ca-file" : nil, self.insecureTls ? "--insecure-tls" : nil].compactMap { $0 }
+        if let first = given.first {
+            throw .usage("\(first) applies to fetch runs (http:// or https:// targets), not to writing files.")
+        }
+    }
 }
 
 extension FsyncPolicy: ExpressibleByArgument {}

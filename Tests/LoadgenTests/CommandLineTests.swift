@@ -75,7 +75,6 @@ struct CommandLineTests {
         (["--size", "12x"], "12x"),
         (["--size", "9k-1k"], "9k-1k"),
         (["--mode", "fast"], "fast"),
-        (["--mode", "async"], "async"),
         (["--dirs", "0"], "--dirs"),
         (["--fsync", "sometimes"], "sometimes"),
         (["--interval", "soon"], "soon"),

@@ -50,18 +50,38 @@ enum TestSupport {
 
     static var isRoot: Bool { getuid() == 0 }
 
+    /// Runs mount (or umount) with these arguments; throws when it fails.
+    static func mount(_ arguments: [String], command: String = "/bin/mount") throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command)
+        process.arguments = arguments.filter { $0 != "-u" }
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw LoadgenError.io("\(command) \(arguments.joined(separator: " ")) failed")
+        }
+    }
+
     struct Output {
         var status: Int32
         var stdout: String
         var stderr: String
+        /// Peak resident memory of the binary, when measured (`/usr/bin/time`).
+        var peakMemoryKiB: Int?
     }
 
     /// Runs the built binary with a time limit and returns its exit status and output. Waits without blocking a
     /// thread of the (two-thread) cooperative pool, so tests running beside it are not starved.
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60) async throws -> Output {
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60,
+                    measuringPeakMemory: Bool = false) async throws -> Output {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
+        if measuringPeakMemory {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/time")
+            process.arguments = ["-f", "loadgen-peak-rss-kib=%M", binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
@@ -89,8 +109,13 @@ enum TestSupport {
             Issue.record("loadgen \(arguments.joined(separator: " ")) did not finish within \(timeout)s")
         }
         while process.isRunning || pending.value > 0 { try await Task.sleep(for: .milliseconds(5)) }
-        return Output(status: process.terminationStatus,
-                      stdout: String(decoding: outData.value, as: UTF8.self),
-                      stderr: String(decoding: errData.value, as: UTF8.self))
+        var stderr = String(decoding: errData.value, as: UTF8.self)
+        var peak: Int?
+        if measuringPeakMemory, let range = stderr.range(of: "loadgen-peak-rss-kib=") {
+            peak = Int(stderr[range.upperBound...].prefix { $0.isNumber })
+            stderr = String(stderr[..<range.lowerBound])
+        }
+        return Output(status: process.terminationStatus, stdout: String(decoding: outData.value, as: UTF8.self),
+                      stderr: stderr, peakMemoryKiB: peak)
     }
 }

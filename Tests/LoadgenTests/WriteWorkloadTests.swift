@@ -7,36 +7,8 @@ import Testing
 /// and cleanup removes exactly them.
 @Suite(.timeLimit(.minutes(2)))
 struct WriteWorkloadTests {
-    /// Runs a write request through a RunController as an agent would, returning the messages it emitted.
     func perform(_ request: RunRequest, phases: [Phase]) async -> [WireMessage] {
-        let controller = RunController(request: request, context: RunContext(
-            agentID: "test", allowedRoots: nil, workerExecutable: TestSupport.binary))
-        let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
-        let emitted = Locked<[WireMessage]>([])
-        let phaseDone = Locked<Int>(0)
-        let runTask = Task {
-            await controller.run(commands: commands) { message in
-                emitted.withLock { $0.append(message) }
-                if case .phaseDone = message { phaseDone.withLock { $0 += 1 } }
-            }
-        }
-        // Wait for prepared (or refused).
-        while !emitted.value.contains(where: { if case .prepared = $0 { return true }; if case .refused = $0 { return true }; return false }) {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        if emitted.value.contains(where: { if case .refused = $0 { return true }; return false }) {
-            continuation.finish()
-            await runTask.value
-            return emitted.value
-        }
-        for (i, phase) in phases.enumerated() {
-            continuation.yield(.start(phase, atNanos: MonotonicClock.nowNanos() + 10_000_000))
-            while phaseDone.value < i + 1 { try? await Task.sleep(for: .milliseconds(5)) }
-        }
-        continuation.yield(.finish)
-        continuation.finish()
-        await runTask.value
-        return emitted.value
+        await RunHarness.perform(request, phases: phases)
     }
 
     static func done(_ messages: [WireMessage], _ phase: Phase) -> WireMessage.PhaseDone? {

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <time.h>
+#include "CLoadgenRing.h"
 
 /// CLOCK_MONOTONIC in nanoseconds: the one clock every duration and latency is measured with.
 /// Shared by all processes of a host, so a worker process and its parent compare instants directly.

@@ -1,0 +1,411 @@
+import LoadgenCore
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// `async` mode for fetches: `workers` requests in flight on event loops (one per core), each slot a keep-alive
+/// connection driven by its own small state machine, with no thread or task per request.
+///
+/// The same plan as the blocking engine (``FetchEngine``): interleaved request indices, a closed loop or, with
+/// `--rate`, due times with latency measured from them; the same response parser and the same accounting.
+public final class AsyncFetchExecutor: PhaseExecutor {
+    let engine: FetchEngine
+    let slots: Int
+    let sslContext: NIOSSLContext
+
+    public init(engine: FetchEngine, slots: Int) throws(LoadgenError) {
+        self.engine = engine
+        self.slots = slots
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if engine.spec.insecureTLS {
+            configuration.certificateVerification = .none
+        } else if let caFile = engine.spec.caFile {
+            configuration.additionalTrustRoots = [.file(caFile)]
+        }
+        do {
+            self.sslContext = try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw .usage("The TLS settings cannot be used: \(error).")
+        }
+    }
+
+    public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
+        let results = await withCheckedContinuation { (continuation: CheckedContinuation<[WorkerResult], Never>) in
+            let state = Mutex<(results: [WorkerResult?], remaining: Int)>((Array(repeating: nil, count: self.slots), self.slots))
+            var made: [FetchSlot] = []
+            for index in 0..<self.slots {
+                let share = self.engine.share(phase: phase, worker: index, of: self.slots)
+                let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, loop: loops.next(), share: share,
+                                     control: control, sink: mailbox) { result in
+                    let finished: [WorkerResult]? = state.withLock { state in
+                        state.results[index] = result
+                        state.remaining -= 1
+                        return state.remaining == 0 ? state.results.map { $0! } : nil
+                    }
+                    if let finished { continuation.resume(returning: finished) }
+                }
+                made.append(slot)
+            }
+            let slots = made
+            // A stop (abort, lost coordinator) closes every connection at once rather than waiting for responses.
+            let watcher = Thread {
+                while state.withLock({ $0.remaining }) > 0 {
+                    if control.stop.isRequested {
+                        for slot in slots { slot.abort() }
+                        return
+                    }
+                    usleep(20_000)
+                }
+            }
+            watcher.start()
+            for slot in slots { slot.start() }
+        }
+        try? await loops.shutdownGracefully()
+        return results
+    }
+}
+
+import Foundation
+
+/// One request in flight at a time, forever on one event loop: all its state is touched only there.
+final class FetchSlot: @unchecked Sendable {
+    // Every property below is read and written only on `loop` (start/abort hop onto it): the loop is the lock.
+    private let engine: FetchEngine
+    private let ssl: NIOSSLContext
+    private let loop: any EventLoop
+    private let share: Share
+    private let control: WorkerControl
+    private let sink: any TallySink
+    private let done: @Sendable (WorkerResult) -> Void
+
+    private var tally: Tally
+    private var nextTick: UInt64 = 0
+    private var k: UInt64 = 0
+    private var finished = false
+    private var deadline: UInt64?
+
+    private var channel: (any Channel)?
+    private var origin: String?
+    private var connecting = false
+    /// Whether the current connection has already carried a request (a failure before any byte is then a stale
+    /// keep-alive, retried once).
+    private var reused = false
+
+    private struct InFlight {
+        var urlIndex: Int
+        var start: UInt64
+        var target: TargetURL
+        var method: HTTPMethod
+        var request: [UInt8]
+        var redirects: Int
+        var retried: Bool
+        var parser: HTTPResponseParser
+        var timeout: Scheduled<Void>?
+        var generation: Int
+    }
+
+    private var current: InFlight?
+    private var generation = 0
+
+    init(engine: FetchEngine, ssl: NIOSSLContext, loop: any EventLoop, share: Share, control: WorkerControl,
+         sink: any TallySink, done: @escaping @Sendable (WorkerResult) -> Void) {
+        self.engine = engine
+        self.ssl = ssl
+        self.loop = loop
+        self.share = share
+        self.control = control
+        self.sink = sink
+        self.done = done
+        self.tally = Tally(targetCount: engine.targets.count)
+        self.deadline = engine.spec.durationNanos.map { control.startAtNanos &+ $0 }
+    }
+
+    func start() {
+        let startAt = self.control.startAtNanos
+        let now = MonotonicClock.nowNanos()
+        let delay = startAt > now ? Int64(startAt - now) : 0
+        self.loop.scheduleTask(in: .nanoseconds(delay)) {
+            self.nextTick = self.control.nextTick(after: MonotonicClock.nowNanos())
+            self.next()
+        }
+    }
+
+    /// Forgets the connection, then closes it. In that order: a close on the loop runs `channelInactive` at once,
+    /// which must already see that this connection is no longer the slot's.
+    private func dropChannel() {
+        let channel = self.channel
+        self.channel = nil
+        channel?.close(promise: nil)
+    }
+
+    func abort() {
+        self.loop.execute {
+            guard !self.finished else { return }
+            self.current?.timeout?.cancel()
+            self.current = nil
+            self.dropChannel()
+            self.finish()
+        }
+    }
+
+    private func finish() {
+        guard !self.finished else { return }
+        self.finished = true
+        self.dropChannel()
+        self.sink.handOver(self.tally)
+        self.done(WorkerResult(doneAtNanos: MonotonicClock.nowNanos()))
+    }
+
+    /// Starts the next request of the share, when it is due.
+    private func next() {
+        guard !self.finished else { return }
+        if self.control.stop.isRequested { return self.finish() }
+        if let count = self.share.count, self.k >= count { return self.finish() }
+        let index = self.share.first &+ self.k &* self.share.stride
+        let now = MonotonicClock.nowNanos()
+        var start = now
+        if let interval = self.engine.dueIntervalNanos {
+            let due = self.control.startAtNanos &+ UInt64(Double(index) * interval)
+            if let deadline = self.deadline, due >= deadline { return self.finish() }
+            if due > now {
+                self.loop.scheduleTask(in: .nanoseconds(Int64(due - now))) { self.next() }
+                return
+            }
+            start = due
+        } else if let deadline = self.deadline, now >= deadline {
+            return self.finish()
+        }
+        self.k &+= 1
+        let urlIndex = Int(index % UInt64(self.engine.targets.count))
+        self.generation &+= 1
+        self.current = InFlight(
+            urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
+            request: self.engine.requests[urlIndex], redirects: 0, retried: false,
+            parser: HTTPResponseParser(isHead: self.engine.spec.method == .head), timeout: nil, generation: self.generation)
+        let generation = self.generation
+        let timeoutAt = start &+ self.engine.spec.timeoutNanos
+        let wait = timeoutAt > now ? Int64(timeoutAt - now) : 0
+        self.current?.timeout = self.loop.scheduleTask(in: .nanoseconds(wait)) {
+            guard self.current?.generation == generation else { return }
+            self.complete(.failure(FetchFailure(.timeout, "the request took longer than the timeout")), dropConnection: true)
+        }
+        self.send()
+    }
+
+    /// Sends the current request on a connection to its origin, connecting first when needed.
+    private func send() {
+        guard let current = self.current else { return }
+        let target = current.target
+        let origin = "\(target.scheme)://\(target.host):\(target.port)"
+        if let channel = self.channel, self.origin == origin, channel.isActive {
+            self.write(current.request, on: channel)
+            return
+        }
+        self.dropChannel()
+        self.origin = origin
+        self.reused = false
+        let generation = current.generation
+        let ssl = self.ssl
+        let host = target.host
+        let isTLS = target.isTLS
+        let remaining = (current.start &+ self.engine.spec.timeoutNanos) &- MonotonicClock.nowNanos()
+        ClientBootstrap(group: self.loop)
+            .connectTimeout(.nanoseconds(Int64(min(remaining, self.engine.spec.timeoutNanos))))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if isTLS {
+                        let isAddress = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: ssl, serverHostname: isAddress ? nil : host))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(FetchResponseHandler(slot: self))
+                }
+            }
+            .connect(host: host, port: target.port)
+            .whenComplete { result in
+                // On `self.loop`: the bootstrap's group is that loop.
+                guard self.current?.generation == generation else {
+                    if case .success(let channel) = result { channel.close(promise: nil) }
+                    return
+                }
+                switch result {
+                case .success(let channel):
+                    self.channel = channel
+                    self.write(self.current!.request, on: channel)
+                case .failure(let error):
+                    self.complete(.failure(Self.classify(connectError: error, target: target)), dropConnection: true)
+                }
+            }
+    }
+
+    private func write(_ request: [UInt8], on channel: any Channel) {
+        var buffer = channel.allocator.buffer(capacity: request.count)
+        buffer.writeBytes(request)
+        let generation = self.current?.generation
+        channel.writeAndFlush(buffer).whenFailure { error in
+            guard self.current?.generation == generation else { return }
+            self.connectionFailed(FetchFailure(.write, "writing the request failed: \(error)"))
+        }
+    }
+
+    // MARK: - Events from the connection (on the loop)
+
+    func received(_ buffer: ByteBuffer, from channel: any Channel) {
+        guard channel === self.channel, var current = self.current else { return }
+        let outcome: Result<(consumed: Int, response: HTTPResponseParser.Response?), HTTPResponseParser.Failure> =
+            buffer.withUnsafeReadableBytes { bytes in
+                do throws(HTTPResponseParser.Failure) { return .success(try current.parser.feed(bytes)) } catch { return .failure(error) }
+            }
+        self.current = current
+        switch outcome {
+        case .failure(.malformed(let text)):
+            self.complete(.failure(FetchFailure(.protocol, text)), dropConnection: true)
+        case .success(let (consumed, response)):
+            guard let response else { return }
+            self.responded(response, extraBytes: consumed < buffer.readableBytes)
+        }
+    }
+
+    func closed(_ channel: any Channel) {
+        guard channel === self.channel else { return }
+        self.channel = nil
+        guard var current = self.current else { return }
+        do {
+            let response = try current.parser.end()
+            self.current = current
+            self.responded(response, extraBytes: false)
+        } catch {
+            self.connectionFailed(FetchFailure(.read, current.parser.started
+                ? "the server closed the connection in the middle of a response"
+                : "the connection closed before a response"))
+        }
+    }
+
+    func failed(_ error: any Error, on channel: any Channel) {
+        guard channel === self.channel else { return }
+        if Self.isTLSError(error) {
+            self.complete(.failure(FetchFailure(.tls, "TLS failed: \(error)")), dropConnection: true)
+        } else {
+            self.connectionFailed(FetchFailure(.read, "reading the response failed: \(error)"))
+        }
+        channel.close(promise: nil)
+    }
+
+    /// The connection broke during a request: a stale keep-alive (nothing of the response came yet) is retried once
+    /// on a fresh connection; anything else is the request's failure.
+    private func connectionFailed(_ failure: FetchFailure) {
+        guard var current = self.current else { return }
+        self.dropChannel()
+        if self.reused, !current.retried, !current.parser.started {
+            current.retried = true
+            current.parser = HTTPResponseParser(isHead: current.method == .head)
+            self.current = current
+            self.send()
+            return
+        }
+        self.complete(.failure(failure), dropConnection: true)
+    }
+
+    private func responded(_ response: HTTPResponseParser.Response, extraBytes: Bool) {
+        guard var current = self.current else { return }
+        self.reused = true
+        if response.closesConnection || extraBytes {
+            self.dropChannel()
+        }
+        if [301, 302, 303, 307, 308].contains(response.status), let location = response.location {
+            current.redirects += 1
+            guard current.redirects <= BlockingHTTPClient.maxRedirects else {
+                self.current = current
+                return self.complete(.failure(FetchFailure(.redirects, "more than \(BlockingHTTPClient.maxRedirects) redirects, the last to \(location)")),
+                                     dropConnection: false)
+            }
+            do {
+                current.target = try current.target.resolving(location: location)
+            } catch {
+                self.current = current
+                return self.complete(.failure(FetchFailure(.protocol, "a redirect to an unusable location: \(error.message)")),
+                                     dropConnection: false)
+            }
+            if response.status == 303 { current.method = .get }
+            current.request = HTTPRequestBytes.make(method: current.method, target: current.target)
+            current.parser = HTTPResponseParser(isHead: current.method == .head)
+            current.retried = false
+            self.current = current
+            self.send()
+            return
+        }
+        self.current = current
+        self.complete(.success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes, redirects: current.redirects)),
+                      dropConnection: false)
+    }
+
+    /// Counts the current request and moves on to the next.
+    private func complete(_ result: Result<FetchResponse, FetchFailure>, dropConnection: Bool) {
+        guard let current = self.current else { return }
+        current.timeout?.cancel()
+        self.current = nil
+        if dropConnection {
+            self.dropChannel()
+        }
+        let end = MonotonicClock.nowNanos()
+        self.tally.record(result, urlIndex: current.urlIndex, latencyNanos: end &- current.start)
+        if end >= self.nextTick {
+            self.sink.handOver(self.tally)
+            self.tally = Tally(targetCount: self.engine.targets.count)
+            self.nextTick = self.control.nextTick(after: end)
+        }
+        self.next()
+    }
+
+    // MARK: - Error kinds
+
+    static func classify(connectError error: any Error, target: TargetURL) -> FetchFailure {
+        let place = "\(target.host):\(target.port)"
+        if let error = error as? NIOConnectionError {
+            if error.connectionErrors.isEmpty, error.dnsAError != nil || error.dnsAAAAError != nil {
+                return FetchFailure(.dns, "resolving \(target.host) failed")
+            }
+            let reason = error.connectionErrors.first.map { "\($0.error)" } ?? "unreachable"
+            return FetchFailure(.connect, "connecting to \(place) failed: \(reason)")
+        }
+        if let error = error as? ChannelError, case .connectTimeout = error {
+            return FetchFailure(.timeout, "connecting to \(place) took longer than the timeout")
+        }
+        if isTLSError(error) { return FetchFailure(.tls, "the TLS handshake with \(target.host) failed: \(error)") }
+        return FetchFailure(.connect, "connecting to \(place) failed: \(error)")
+    }
+
+    static func isTLSError(_ error: any Error) -> Bool {
+        error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError
+    }
+}
+
+/// Hands a slot what its connection does; lives on the slot's loop.
+final class FetchResponseHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let slot: FetchSlot
+
+    init(slot: FetchSlot) {
+        self.slot = slot
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.slot.received(self.unwrapInboundIn(data), from: context.channel)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.slot.closed(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.slot.failed(error, on: context.channel)
+    }
+}
+
+@available(*, unavailable)
+extension FetchResponseHandler: Sendable {}

@@ -1,0 +1,203 @@
+import CLoadgen
+import Glibc
+import LoadgenCore
+
+/// `async` mode for writes: io_uring. `workers` files are in flight on one thread; each file is a linked chain
+/// (open into a registered "direct" slot, write, optional fsync, close) submitted and reaped in batches, so the
+/// thread makes one system call per batch rather than three or four per file.
+///
+/// Latency runs from a file's submission to its close completing. An open that fails cancels the rest of its chain
+/// and counts once, by its errno; a write that fails still closes the slot (hard link) and the partial file is
+/// removed, so files on disk are exactly the files counted.
+public final class AsyncWriteExecutor: PhaseExecutor {
+    let engine: WriteEngine
+    let depth: Int
+
+    public init(engine: WriteEngine, depth: Int) {
+        self.engine = engine
+        self.depth = depth
+    }
+
+    /// Checks that io_uring and the operations it needs are there, naming what is missing otherwise.
+    public static func probe() throws(LoadgenError) {
+        var ring: OpaquePointer?
+        var why: UnsafePointer<CChar>?
+        let rc = lg_ring_create(&ring, 8, 1, &why)
+        guard rc == 0 else {
+            throw .usage("The async mode for writes needs io_uring, which is unavailable here: \(String(cString: why!)) (\(errnoDescription(-rc))).")
+        }
+        lg_ring_destroy(ring)
+    }
+
+    public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
+        let engine = self.engine
+        let depth = self.depth
+        return await WorkerThreads.run(count: 1, name: "lg-ring-\(phase.rawValue)") { _ in
+            RingWorker(engine: engine, depth: depth, phase: phase, control: control, sink: mailbox).run()
+        }
+    }
+}
+
+/// The ring thread's state: slots of files in flight, and the tally it hands over at each tick.
+private struct RingWorker {
+    let engine: WriteEngine
+    let depth: Int
+    let phase: Phase
+    let control: WorkerControl
+    let sink: any TallySink
+
+    struct Slot {
+        var index: UInt64 = 0
+        var size: UInt64 = 0
+        var start: UInt64 = 0
+        var expected: Int = 0
+        var received: Int = 0
+        var error: Int32 = 0
+        var written: UInt64 = 0
+        var busy = false
+    }
+
+    /// Bytes per write: the engine's content buffer, which every write reads from.
+    var piece: UInt64 { UInt64(self.engine.content.count) }
+
+    func run() -> WorkerResult {
+        let dirFD = self.engine.directory.descriptor
+        let namer = self.engine.namer
+        let alphabet = FileNamer.alphabet
+        let files = UInt64(self.engine.spec.files)
+        let create = self.phase == .main
+        let fsyncEach = self.engine.spec.fsync == .each
+        let chain = 2 + Int(min((self.engine.spec.size.upperBytes + self.piece - 1) / max(self.piece, 1), 250)) + (fsyncEach ? 1 : 0)
+        var entries: UInt32 = 8
+        while entries < UInt32(self.depth * chain) && entries < 32768 { entries <<= 1 }
+
+        var ring: OpaquePointer?
+        var why: UnsafePointer<CChar>?
+        let created = lg_ring_create(&ring, entries, UInt32(self.depth), &why)
+        guard created == 0, let ring else {
+            return WorkerResult(doneAtNanos: MonotonicClock.nowNanos(),
+                                failure: "io_uring could not be set up: \(why.map { String(cString: $0) } ?? "") (\(errnoDescription(-created))).")
+        }
+        defer { lg_ring_destroy(ring) }
+
+        let paths = UnsafeMutablePointer<UInt8>.allocate(capacity: self.depth * FileNamer.bufferBytes)
+        defer { paths.deallocate() }
+        func path(_ slot: Int) -> UnsafeMutablePointer<UInt8> { paths + slot * FileNamer.bufferBytes }
+        var slots = [Slot](repeating: Slot(), count: self.depth)
+        var free = Array((0..<self.depth).reversed())
+        let reapMax = 1024
+        var tags = [UInt64](repeating: 0, count: reapMax)
+        var results = [Int32](repeating: 0, count: reapMax)
+        var tally = Tally()
+        var failure: String?
+        var next: UInt64 = 0
+        var inFlight = 0
+        let content = UnsafeRawPointer(self.engine.content.baseAddress!)
+
+        MonotonicClock.sleep(untilNanos: self.control.startAtNanos)
+        var nextTick = self.control.nextTick(after: MonotonicClock.nowNanos())
+        while true {
+            // Fill every free slot with the next file's chain.
+            while !self.control.stop.isRequested, next < files, let slot = free.last {
+                let p = path(slot)
+                _ = namer.writePath(of: next, into: p, alphabet: alphabet)
+                let cPath = UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self)
+                let tag = UInt64(slot) << 8
+                let size = create ? namer.sizeBytes(of: next) : 0
+                let start = MonotonicClock.nowNanos()
+                let queued = create
+                    ? lg_ring_queue_create(ring, dirFD, cPath, UInt32(slot), content, size, self.piece, fsyncEach ? 1 : 0, tag)
+                    : lg_ring_queue_unlink(ring, dirFD, cPath, tag)
+                if queued == -EBUSY { break }
+                free.removeLast()
+                slots[slot] = Slot(index: next, size: size, start: start, expected: Int(max(queued, 0)), received: 0,
+                                   error: queued < 0 ? -queued : 0, written: 0, busy: true)
+                next &+= 1
+                if queued < 0 {
+                    // Never queued (a size beyond the chain's limit): count it and free the slot.
+                    tally.recordError(ErrorKind.fromErrno(-queued), "queuing \(String(cString: cPath)): \(errnoDescription(-queued))")
+                    slots[slot].busy = false
+                    free.append(slot)
+                    continue
+                }
+                inFlight += 1
+            }
+            if inFlight == 0 { break }
+            let submitted = lg_ring_submit(ring, 1)
+            if submitted < 0 {
+                failure = "io_uring submission failed: \(errnoDescription(-submitted))."
+                self.control.stop.request(failure!)
+                break
+            }
+            let count = Int(tags.withUnsafeMutableBufferPointer { t in
+                results.withUnsafeMutableBufferPointer { r in lg_ring_reap(ring, t.baseAddress, r.baseAddress, UInt32(reapMax)) }
+            })
+            let now = MonotonicClock.nowNanos()
+            for i in 0..<count {
+                let slot = Int(tags[i] >> 8)
+                let step = Int(tags[i] & 0xff)
+                let result = results[i]
+                if create {
+                    switch step {
+                    case 0:
+                        if result < 0 { slots[slot].error = -result }
+                    case 255:
+                        if result < 0, result != -EBADF, slots[slot].error == 0 { slots[slot].error = -result }
+                    default:
+                        if result < 0 {
+                            if slots[slot].error == 0, result != -ECANCELED { slots[slot].error = -result }
+                        } else if step != 254 {
+                            slots[slot].written &+= UInt64(result)
+                        }
+                    }
+                } else if result < 0, result != -ENOENT {
+                    slots[slot].error = -result
+                } else if result == -ENOENT {
+                    slots[slot].error = ENOENT
+                }
+                slots[slot].received += 1
+                guard slots[slot].received >= slots[slot].expected else { continue }
+                // The file's chain is complete.
+                let s = slots[slot]
+                slots[slot].busy = false
+                free.append(slot)
+                inFlight -= 1
+                if create {
+                    var code = s.error
+                    if code == 0, s.written != s.size { code = EIO }
+                    if code == 0 {
+                        tally.ops &+= 1
+                        tally.bytes &+= s.size
+                        tally.recordLatency(now &- s.start)
+                    } else {
+                        let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
+                        _ = namer.writePath(of: s.index, into: path(slot), alphabet: alphabet)
+                        // The open may have made the file before a later step failed: remove what is not counted.
+                        unlinkat(dirFD, p, 0)
+                        let kind = ErrorKind.fromErrno(code)
+                        tally.recordError(kind, "creating \(String(cString: p)): \(errnoDescription(code))")
+                        if kind.endsWriteRun, failure == nil {
+                            failure = "The file system is full or read-only (\(kind.rawValue)): \(errnoDescription(code))."
+                            self.control.stop.request(failure!)
+                        }
+                    }
+                } else if s.error == 0 {
+                    tally.ops &+= 1
+                    tally.bytes &+= namer.sizeBytes(of: s.index)
+                    tally.recordLatency(now &- s.start)
+                } else if s.error != ENOENT {
+                    let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
+                    tally.recordError(ErrorKind.fromErrno(s.error), "removing \(String(cString: p)): \(errnoDescription(s.error))")
+                }
+            }
+            if now >= nextTick {
+                self.sink.handOver(tally)
+                tally = Tally()
+                nextTick = self.control.nextTick(after: now)
+            }
+        }
+        let done = MonotonicClock.nowNanos()
+        self.sink.handOver(tally)
+        return WorkerResult(doneAtNanos: done, failure: failure)
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import Testing
+@testable import LoadgenCore
+@testable import LoadgenWorkloads
+
+/// The fetch workload against a server in this process: counts, latency, faults, TLS, in every mode.
+@Suite(.timeLimit(.minutes(2)))
+struct FetchWorkloadTests {
+    static func request(_ urls: [String], mode: ExecutionMode, workers: Int = 2, requests: Int? = nil, repeatCount: Int = 1,
+                        rate: Double? = nil, timeout: UInt64 = 10_000_000_000, method: HTTPMethod = .get,
+                        caFile: String? = nil, insecure: Bool = false) -> RunRequest {
+        RunRequest(runID: "f-\(UUID().uuidString.prefix(8))",
+                   fetch: FetchSpec(urls: urls, repeatCount: repeatCount, requests: requests, rate: rate,
+                                    timeoutNanos: timeout, method: method, caFile: caFile, insecureTLS: insecure),
+                   mode: mode, workers: workers, seed: 1)
+    }
+
+    @Test(arguments: ExecutionMode.allCases)
+    func countsEqualTheServersCountInEveryMode(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let messages = await RunHarness.perform(Self.request([server.url()], mode: mode, workers: 3, requests: 40),
+                                                    phases: [.main])
+            let done = try #require(RunHarness.done(messages), "\(messages)")
+            #expect(done.status == .completed)
+            #expect(done.ops == 40)
+            #expect(done.errors == 0)
+            #expect(server.requests == 40)
+            let tally = try RunHarness.tally(messages)
+            #expect(tally.ops == 40)
+            #expect(tally.statusClasses[1] == 40)
+            #expect(tally.latency.totalCount == 40)
+            #expect(tally.bytes == 40 * 5)
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func aFixedServerDelayIsTheMedian(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let messages = await RunHarness.perform(Self.request([server.url("/delay/60")], mode: mode, workers: 2, requests: 10),
+                                                    phases: [.main])
+            let tally = try RunHarness.tally(messages)
+            #expect(tally.ops == 10)
+            let p50 = Double(tally.latency.valueAtPercentile(50)) / 1e6
+            #expect(p50 >= 60 && p50 < 90, "p50 \(p50) ms")
+        }
+    }
+
+    /// Under --rate, a server that stalls shows in the percentiles: latency counts from each request's due time,
+    /// so the requests that fell due during the stall carry it, though every worker was stuck waiting.
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func aServerPauseUnderRateShowsInP90(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let request = Self.request([server.url()], mode: mode, workers: 2, requests: 50, rate: 50)
+            let messages = await RunHarness.perform(request, phases: [.main]) {
+                try? await Task.sleep(for: .milliseconds(300))
+                server.pause(seconds: 0.5)
+            }
+            let tally = try RunHarness.tally(messages)
+            #expect(tally.ops == 50)
+            let p90 = Double(tally.latency.valueAtPercentile(90)) / 1e6
+            #expect(p90 >= 150, "p90 \(p90) ms: the stall was hidden")
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func refusedConnectionsAreConnectErrorsAndFailTheRun(mode: ExecutionMode) async throws {
+        let port = try Self.unusedPort()
+        let messages = await RunHarness.perform(Self.request(["http://127.0.0.1:\(port)/"], mode: mode, requests: 6),
+                                                phases: [.main])
+        let done = try #require(RunHarness.done(messages))
+        #expect(done.status == .failed)
+        #expect(done.ops == 0)
+        #expect(done.errors == 6)
+        #expect(try RunHarness.tally(messages).errors[.connect] == 6)
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func aTricklingServerIsCutOffAtTheTimeout(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let started = Date()
+            let messages = await RunHarness.perform(
+                Self.request([server.url("/trickle")], mode: mode, workers: 2, requests: 2, timeout: 1_000_000_000), phases: [.main])
+            let elapsed = Date().timeIntervalSince(started)
+            let tally = try RunHarness.tally(messages)
+            #expect(tally.errors[.timeout] == 2)
+            // One second each (two in parallel), however slowly bytes keep coming; generous for a loaded machine.
+            #expect(elapsed < 8, "took \(elapsed)s")
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func redirectsAreFollowedAndLoopsStopAtTen(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let chain = try RunHarness.tally(await RunHarness.perform(
+                Self.request([server.url("/redirect/3")], mode: mode, workers: 1, requests: 2), phases: [.main]))
+            #expect(chain.ops == 2)
+            #expect(chain.redirects == 6)
+            #expect(chain.statusClasses[1] == 2)
+            let loop = try RunHarness.tally(await RunHarness.perform(
+                Self.request([server.url("/loop")], mode: mode, workers: 1, requests: 1), phases: [.main]))
+            #expect(loop.errors[.redirects] == 1)
+            #expect(loop.ops == 0)
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func bodiesAreCountedAndDiscarded(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let urls = [server.url("/big/\(32 << 20)"), server.url("/chunked"), server.url("/close")]
+            let tally = try RunHarness.tally(await RunHarness.perform(
+                Self.request(urls, mode: mode, workers: 1, requests: 3), phases: [.main]))
+            #expect(tally.ops == 3)
+            #expect(tally.targets.map(\.bytes) == [UInt64(32 << 20), 11, 13])
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func statusClassesAndPerURLFigures(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let urls = [server.url(), server.url("/status/404"), server.url("/status/503")]
+            let tally = try RunHarness.tally(await RunHarness.perform(
+                Self.request(urls, mode: mode, workers: 2, repeatCount: 2), phases: [.main]))
+            #expect(tally.ops == 6)
+            #expect(tally.errors.total == 0)
+            #expect(tally.statusClasses == [0, 2, 0, 2, 2])
+            #expect(tally.targets.map(\.ops) == [2, 2, 2])
+            #expect(tally.targets[1].statusClasses == [0, 0, 0, 2, 0])
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func headRequestsHaveNoBody(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let tally = try RunHarness.tally(await RunHarness.perform(
+                Self.request([server.url()], mode: mode, workers: 1, requests: 3, method: .head), phases: [.main]))
+            #expect(tally.ops == 3)
+            #expect(tally.bytes == 0)
+        }
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func dnsFailuresAreCountedByKind(mode: ExecutionMode) async throws {
+        let tally = try RunHarness.tally(await RunHarness.perform(
+            Self.request(["http://nonexistent.invalid/"], mode: mode, workers: 1, requests: 2), phases: [.main]))
+        #expect(tally.errors[.dns] == 2)
+    }
+
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func tlsIsVerifiedAgainstTheGivenCA(mode: ExecutionMode) async throws {
+        let dir = try TestSupport.makeTemporaryDirectory("lgtls")
+        defer { TestSupport.remove(dir) }
+        let (caFile, context) = try TestHTTPServer.makeCertificates(in: dir)
+        try await TestHTTPServer.with(tls: context) { server in
+            for host in ["localhost", "127.0.0.1"] {
+                let url = server.url(scheme: "https", host: host)
+                let trusted = try RunHarness.tally(await RunHarness.perform(
+                    Self.request([url], mode: mode, workers: 1, requests: 3, caFile: caFile), phases: [.main]))
+                #expect(trusted.ops == 3, "\(host): \(trusted.errorSamples)")
+                let untrusted = try RunHarness.tally(await RunHarness.perform(
+                    Self.request([url], mode: mode, workers: 1, requests: 2), phases: [.main]))
+                #expect(untrusted.errors[.tls] == 2, "\(host): \(untrusted.errorSamples)")
+                let insecure = try RunHarness.tally(await RunHarness.perform(
+                    Self.request([url], mode: mode, workers: 1, requests: 2, insecure: true), phases: [.main]))
+                #expect(insecure.ops == 2)
+            }
+        }
+    }
+
+    static func unusedPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

@@ -1,0 +1,213 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+@testable import LoadgenCore
+
+/// An HTTP/1.1 server in the test process on 127.0.0.1:0 (never the internet), with scripted paths:
+///
+///     /               200 "hello"                    /delay/MS         200 after MS milliseconds
+///     /status/N       status N                       /redirect/N       a chain of N redirects ending at /
+///     /loop           302 to itself, forever         /big/BYTES        a body of BYTES, streamed
+///     /trickle        headers, then a byte every 200 ms, forever
+///     /close          a body delimited by closing     /chunked          a chunked body of 3 chunks
+///
+/// `pause` holds every response until it ends, like a stalled server. Requests are counted as they arrive.
+final class TestHTTPServer: Sendable {
+    let port: Int
+    private let counter = Atomic<Int>(0)
+    private let pausedUntil = Atomic<UInt64>(0)
+
+    private init(port: Int) {
+        self.port = port
+    }
+
+    var requests: Int { self.counter.load(ordering: .relaxed) }
+
+    func url(_ path: String = "/", scheme: String = "http", host: String = "127.0.0.1") -> String {
+        "\(scheme)://\(host):\(self.port)\(path)"
+    }
+
+    /// Holds every response (those in progress and new ones) for the next `seconds`.
+    func pause(seconds: Double) {
+        self.pausedUntil.store(MonotonicClock.nowNanos() &+ UInt64(seconds * 1e9), ordering: .relaxed)
+    }
+
+    fileprivate func count() { self.counter.add(1, ordering: .relaxed) }
+
+    fileprivate var pauseRemainingNanos: UInt64 {
+        let until = self.pausedUntil.load(ordering: .relaxed)
+        let now = MonotonicClock.nowNanos()
+        return until > now ? until - now : 0
+    }
+
+    static func with<R: Sendable>(tls: NIOSSLContext? = nil, _ body: @Sendable (TestHTTPServer) async throws -> R) async throws -> R {
+        let box = Locked<TestHTTPServer?>(nil)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try channel.pipeline.syncOperations.addHandler(ScriptedHTTPHandler(server: box.value!))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let server = TestHTTPServer(port: channel.localAddress!.port!)
+        box.withLock { $0 = server }
+        do {
+            let result = try await body(server)
+            try? await channel.close()
+            return result
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// A CA and a certificate for localhost and 127.0.0.1 signed by it, made with the openssl command line.
+    static func makeCertificates(in dir: String) throws -> (caFile: String, context: NIOSSLContext) {
+        func run(_ args: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            p.arguments = args
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw LoadgenError.io("openssl \(args.first ?? "") failed") }
+        }
+        let ext = dir + "/ext.cnf"
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n".write(toFile: ext, atomically: true, encoding: .utf8)
+        try run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/ca.key", "-out", dir + "/ca.pem",
+                 "-days", "2", "-subj", "/CN=loadgen test CA"])
+        try run(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/server.key", "-out", dir + "/server.csr",
+                 "-subj", "/CN=localhost"])
+        try run(["x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key",
+                 "-CAcreateserial", "-out", dir + "/server.pem", "-days", "2", "-extfile", ext])
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(dir + "/server.pem").map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: dir + "/server.key", format: .pem)))
+        configuration.minimumTLSVersion = .tlsv12
+        return (dir + "/ca.pem", try NIOSSLContext(configuration: configuration))
+    }
+}
+
+/// Parses requests (heads only: the tests send no bodies) and answers by path.
+private final class ScriptedHTTPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let server: TestHTTPServer
+    private var pending = ByteBuffer()
+    private var busy = false
+
+    init(server: TestHTTPServer) {
+        self.server = server
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = self.unwrapInboundIn(data)
+        self.pending.writeBuffer(&incoming)
+        self.serveNext(context: context)
+    }
+
+    private func serveNext(context: ChannelHandlerContext) {
+        guard !self.busy else { return }
+        let view = self.pending.readableBytesView
+        guard let end = view.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+        let head = String(decoding: view[view.startIndex..<end.lowerBound], as: UTF8.self)
+        self.pending.moveReaderIndex(forwardBy: end.upperBound - view.startIndex)
+        let requestLine = head.split(separator: "\r\n").first ?? ""
+        let parts = requestLine.split(separator: " ")
+        let path = parts.count > 1 ? String(parts[1]) : "/"
+        let isHead = parts.first == "HEAD"
+        self.server.count()
+        self.busy = true
+        let pause = self.server.pauseRemainingNanos
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        loop.scheduleTask(in: .nanoseconds(Int64(pause))) {
+            let (handler, context) = bound.value
+            handler.respond(path: path, isHead: isHead, context: context)
+        }
+    }
+
+    private func finished(context: ChannelHandlerContext) {
+        self.busy = false
+        self.serveNext(context: context)
+    }
+
+    private func write(_ text: String, context: ChannelHandlerContext, flush: Bool = true) -> EventLoopFuture<Void> {
+        let buffer = context.channel.allocator.buffer(string: text)
+        return flush ? context.writeAndFlush(self.wrapOutboundOut(buffer)) : context.write(self.wrapOutboundOut(buffer))
+    }
+
+    private func respond(path: String, isHead: Bool, context: ChannelHandlerContext) {
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        func simple(_ status: Int, _ body: String, extra: String = "") {
+            _ = self.write("HTTP/1.1 \(status) Status\r\nContent-Length: \(body.utf8.count)\r\n\(extra)\r\n\(isHead ? "" : body)", context: context)
+            self.finished(context: context)
+        }
+        let segments = path.split(separator: "/").map(String.init)
+        switch segments.first {
+        case nil:
+            simple(200, "hello")
+        case "delay":
+            let ms = Int64(segments.count > 1 ? Int(segments[1]) ?? 0 : 0)
+            loop.scheduleTask(in: .milliseconds(ms)) {
+                let (handler, context) = bound.value
+                _ = handler.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", context: context)
+                handler.finished(context: context)
+            }
+        case "status":
+            simple(segments.count > 1 ? Int(segments[1]) ?? 500 : 500, "status")
+        case "redirect":
+            let n = segments.count > 1 ? Int(segments[1]) ?? 0 : 0
+            if n <= 0 { simple(200, "hello") } else { simple(302, "", extra: "Location: /redirect/\(n - 1)\r\n") }
+        case "loop":
+            simple(302, "", extra: "Location: /loop\r\n")
+        case "close":
+            _ = self.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", context: context).always { _ in
+                bound.value.1.close(promise: nil)
+            }
+        case "chunked":
+            _ = self.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n \r\n5\r\nworld\r\n0\r\n\r\n", context: context)
+            self.finished(context: context)
+        case "big":
+            let total = segments.count > 1 ? Int(segments[1]) ?? 0 : 0
+            _ = self.write("HTTP/1.1 200 OK\r\nContent-Length: \(total)\r\n\r\n", context: context)
+            self.stream(remaining: total, context: context)
+        case "trickle":
+            _ = self.write("HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", context: context)
+            self.trickle(context: context)
+        default:
+            simple(404, "not found")
+        }
+    }
+
+    /// Streams a body in 64 KiB chunks, each written when the previous one is out (memory stays flat).
+    private func stream(remaining: Int, context: ChannelHandlerContext) {
+        guard remaining > 0 else { return self.finished(context: context) }
+        let size = min(remaining, 65536)
+        var chunk = context.channel.allocator.buffer(capacity: size)
+        chunk.writeRepeatingByte(UInt8(ascii: "x"), count: size)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.writeAndFlush(self.wrapOutboundOut(chunk)).whenSuccess {
+            let (handler, context) = bound.value
+            handler.stream(remaining: remaining - size, context: context)
+        }
+    }
+
+    private func trickle(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .milliseconds(200)) {
+            let (handler, context) = bound.value
+            guard context.channel.isActive else { return }
+            _ = handler.write("x", context: context)
+            handler.trickle(context: context)
+        }
+    }
+}

@@ -79,7 +79,13 @@ public struct AgentServer: Sendable {
         let logger = self.logger
         logger.info("Coordinator connected", metadata: ["peer.address": "\(peer)"])
         let authenticated = Locked(false)
-        let failureRecorded = Locked(false)
+        let settled = Locked(false)
+        /// Leaves the pending count once: on authentication, or on the handshake's failure or end.
+        @Sendable func settle(failed: Bool) {
+            guard settled.withLock({ done in defer { done = true }; return !done }) else { return }
+            pending.decrement()
+            if failed { limiter.recordFailure(peerHost) }
+        }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 let (stream, continuation) = AsyncStream.makeStream(of: WireMessage.self)
@@ -98,12 +104,10 @@ public struct AgentServer: Sendable {
                         switch message {
                         case .ready:
                             authenticated.withLock { $0 = true }
-                            pending.decrement()
+                            settle(failed: false)
                         case .failure where !authenticated.value:
-                            // Counted the moment it fails, so a fast retry loop meets the limit at once.
-                            if failureRecorded.withLock({ recorded in defer { recorded = true }; return !recorded }) {
-                                limiter.recordFailure(peerHost)
-                            }
+                            // Counted the moment it fails, so a fast retry loop meets the limits at once.
+                            settle(failed: true)
                         default:
                             break
                         }
@@ -123,8 +127,7 @@ public struct AgentServer: Sendable {
             logger.debug("Connection ended with an error", metadata: ["peer.address": "\(peer)", "error": "\(error)"])
         }
         if !authenticated.value {
-            pending.decrement()
-            if !failureRecorded.value { limiter.recordFailure(peerHost) }
+            settle(failed: true)
             logger.info("Handshake failed", metadata: ["peer.address": "\(peer)"])
         }
         logger.info("Coordinator disconnected", metadata: ["peer.address": "\(peer)"])

@@ -156,3 +156,47 @@ struct CommandLineTests {
         }
     }
 }
+
+/// Ctrl-C on the coordinator: every agent stops, the run ends aborted (exit 1) and is stored so.
+@Suite(.timeLimit(.minutes(1)))
+struct InterruptTests {
+    @Test func ctrlCAbortsTheRunAndKeepsIt() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestSupport.binary)
+        // Bounded: at most 2,000,000 empty files, interrupted long before.
+        process.arguments = ["coordinate", "--target", dir, "--files", "2000000", "--size", "0", "--mode", "threads",
+                             "--keep", "--json", "--db", dir + "/db.sqlite"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // Wait until files are being written, then interrupt.
+        var runDirectory: String?
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            runDirectory = try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasPrefix("loadgen-") }
+            if let runDirectory, TestSupport.files(under: dir + "/" + runDirectory).count > 1000 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kill(process.processIdentifier, SIGINT)
+        let stopped = Date()
+        while process.isRunning, Date().timeIntervalSince(stopped) < 10 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning, "the coordinator did not stop within 10 s of Ctrl-C")
+        #expect(process.terminationStatus == 1)
+        let line = try #require(try CommandLineTests.jsonLines(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)).first)
+        #expect(line["status"] as? String == "aborted")
+        let ops = line["ops"] as? Int ?? 0
+        #expect(ops > 0 && ops < 2_000_000)
+        // No load after the stop, and what is on disk is what was counted.
+        let counted = TestSupport.files(under: dir + "/" + runDirectory!).count
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(TestSupport.files(under: dir + "/" + runDirectory!).count == counted)
+        #expect(counted == ops)
+        let history = try await TestSupport.run(["history", "--json", "--db", dir + "/db.sqlite"])
+        let runs = try #require(try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [[String: Any]])
+        #expect(runs.first?["status"] as? String == "aborted")
+    }
+}

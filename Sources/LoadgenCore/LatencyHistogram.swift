@@ -304,59 +304,43 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
                 throw .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
             }
         }
-        merge.finish(into: &h)
+        let results = merge.finish(into: &h)
         if merge.unordered { throw .protocolViolation("Latency histogram buckets must be in ascending order.") }
         if expectedTotal > 0, merge.seen != expectedTotal {
             throw .protocolViolation("A latency histogram holds \(merge.seen) values where \(expectedTotal) were reported.")
         }
-        return merge.results
+        return results
     }
 }
 
 /// One pass of ``SparseHistogram/add(into:percentiles:expectedTotal:)``: holds back the latest bucket (the last one
-/// gets the exact maximum), and notes percentile values as the running count crosses them.
+/// gets the exact maximum), and reads percentiles as the running count crosses them.
 private struct MergeState {
     let min: UInt64
     let max: UInt64
-    let thresholds: [UInt64]
-    var results: [UInt64]
-    var next = 0
-    var seen: UInt64 = 0
+    var reader: PercentileReader
     var pending: (value: UInt64, count: UInt64)?
     var first = true
-    var taken = false
-    var previous: UInt64 = 0
-    var unordered = false
 
     init(min: UInt64, max: UInt64, total: UInt64, percentiles: [Double]) {
         self.min = min
         self.max = max
-        self.thresholds = percentiles.map { p in
-            p >= 100 ? UInt64.max : p <= 0 ? 0 : Swift.max(1, UInt64((p.nextDown * Double(total) / 100).rounded(.up)))
-        }
-        self.results = Array(repeating: 0, count: percentiles.count)
+        self.reader = PercentileReader(min: min, max: max, total: total, percentiles: percentiles)
     }
+
+    var seen: UInt64 { self.reader.seen }
+    var unordered: Bool { self.reader.unordered }
 
     @inline(__always)
     mutating func take(_ value: UInt64, _ count: UInt64, into h: inout LatencyHistogram) {
-        if self.taken, value <= self.previous { self.unordered = true }
-        self.taken = true
-        self.previous = value
         if let pending = self.pending { self.record(pending, last: false, into: &h) }
         self.pending = (value, count)
-        self.seen &+= count
-        while self.next < self.thresholds.count, self.thresholds[self.next] <= self.seen {
-            self.results[self.next] = self.thresholds[self.next] == 0 ? self.min : Swift.max(Swift.min(value, self.max), self.min)
-            self.next += 1
-        }
+        self.reader.take(value, count)
     }
 
-    mutating func finish(into h: inout LatencyHistogram) {
+    mutating func finish(into h: inout LatencyHistogram) -> [UInt64] {
         if let pending = self.pending { self.record(pending, last: true, into: &h) }
-        while self.next < self.thresholds.count {
-            self.results[self.next] = self.seen > 0 ? self.max : 0
-            self.next += 1
-        }
+        return self.reader.finish()
     }
 
     /// Records a bucket. Any value of a bucket stands for all of them, so the first bucket's values go in at the exact

@@ -151,8 +151,9 @@ public struct RunAggregate: Sendable {
         self.agents.indices.map { self.durationNanos(agent: $0, phase: phase) }.max() ?? 0
     }
 
-    public var hasPhase: (Phase) -> Bool {
-        { phase in self.agents.contains { $0.phases[phase] != nil } }
+    /// Whether any agent reported the phase.
+    public func hasPhase(_ phase: Phase) -> Bool {
+        self.agents.contains { $0.phases[phase] != nil }
     }
 }
 

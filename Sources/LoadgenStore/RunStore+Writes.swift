@@ -114,7 +114,7 @@ extension RunStore {
     /// errors of each phase, and the report as `--json` printed it.
     public func finishRun(_ report: RunReport, aggregate: RunAggregate) async throws(LoadgenError) {
         let reportJSON = Self.json(report)
-        let phases: [(Phase, String, [(ErrorKind, UInt64, String?)])] = Phase.allCases.filter(aggregate.hasPhase).map { phase in
+        let phases: [(Phase, String, [(ErrorKind, UInt64, String?)])] = Phase.allCases.filter { aggregate.hasPhase($0) }.map { phase in
             let tally = aggregate.clusterTally(phase)
             return (phase, Self.json(SparseHistogram(tally.latency)),
                     tally.errors.nonzero.map { ($0.kind, $0.count, tally.errorSamples[$0.kind]) })

@@ -316,22 +316,17 @@ final class FetchSlot: @unchecked Sendable {
         if response.closesConnection || extraBytes {
             self.dropChannel()
         }
-        if [301, 302, 303, 307, 308].contains(response.status), let location = response.location {
-            current.redirects += 1
-            guard current.redirects <= BlockingHTTPClient.maxRedirects else {
-                self.current = current
-                return self.complete(.failure(FetchFailure(.redirects, "more than \(BlockingHTTPClient.maxRedirects) redirects, the last to \(location)")),
-                                     dropConnection: false)
-            }
-            do {
-                current.target = try current.target.resolving(location: location)
-            } catch {
-                self.current = current
-                return self.complete(.failure(FetchFailure(.protocol, "a redirect to an unusable location: \(error.message)")),
-                                     dropConnection: false)
-            }
-            if response.status == 303 { current.method = .get }
-            current.request = HTTPRequestBytes.make(method: current.method, target: current.target)
+        switch Redirect.next(after: response, from: current.target, method: current.method, redirects: current.redirects) {
+        case nil:
+            break
+        case .failure(let failure)?:
+            self.current = current
+            return self.complete(.failure(failure), dropConnection: false)
+        case .success(let hop)?:
+            current.target = hop.target
+            current.method = hop.method
+            current.request = hop.request
+            current.redirects = hop.redirects
             current.parser = HTTPResponseParser(isHead: current.method == .head)
             current.retried = false
             self.current = current

@@ -76,8 +76,6 @@ public final class BlockingHTTPClient {
         var used: Bool
     }
 
-    public static let maxRedirects = 10
-
     private let timeoutNanos: UInt64
     private let tls: TLSContext?
     private var connection: Connection?
@@ -110,23 +108,17 @@ public final class BlockingHTTPClient {
             case .success(let r): response = r
             case .failure(let failure): return .failure(failure)
             }
-            guard [301, 302, 303, 307, 308].contains(response.status), let location = response.location else {
+            switch Redirect.next(after: response, from: target, method: method, redirects: redirects) {
+            case nil:
                 return .success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes, redirects: redirects))
+            case .failure(let failure)?:
+                return .failure(failure)
+            case .success(let hop)?:
+                if hop.target.isTLS, self.tls == nil {
+                    return .failure(FetchFailure(.tls, "a redirect to \(hop.target) needs TLS, which this run was not set up for"))
+                }
+                (target, method, request, redirects) = (hop.target, hop.method, hop.request, hop.redirects)
             }
-            redirects += 1
-            guard redirects <= Self.maxRedirects else {
-                return .failure(FetchFailure(.redirects, "more than \(Self.maxRedirects) redirects, the last to \(location)"))
-            }
-            do {
-                target = try target.resolving(location: location)
-            } catch {
-                return .failure(FetchFailure(.protocol, "a redirect to an unusable location: \(error.message)"))
-            }
-            if target.isTLS, self.tls == nil {
-                return .failure(FetchFailure(.tls, "a redirect to \(target) needs TLS, which this run was not set up for"))
-            }
-            if response.status == 303 { method = .get }
-            request = HTTPRequestBytes.make(method: method, target: target)
         }
     }
 

@@ -1,4 +1,4 @@
-import Glibc
+import CLoadgen
 import LoadgenCore
 import Synchronization
 
@@ -17,24 +17,10 @@ public final class FrameWriter: Sendable {
         guard let frame = try? FrameCodec.encode(message) else { return false }
         return self.lock.withLock { open in
             guard open else { return false }
-            let ok = frame.withUnsafeBytes { lg_write_all_ok(self.fd, $0.baseAddress!, UInt64($0.count)) }
+            let ok = frame.withUnsafeBytes { lg_write_all(self.fd, $0.baseAddress!, UInt64($0.count)) == 0 }
             if !ok { open = false }
             return ok
         }
     }
 }
 
-private func lg_write_all_ok(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: UInt64) -> Bool {
-    var p = bytes
-    var left = count
-    while left > 0 {
-        let n = Glibc.write(fd, p, Int(min(left, 1 << 30)))
-        if n < 0 {
-            if errno == EINTR { continue }
-            return false
-        }
-        p += n
-        left -= UInt64(n)
-    }
-    return true
-}

@@ -31,36 +31,37 @@ enum HostEnvironment {
 
     /// Yields once on SIGTERM or SIGINT (a daemon's stop request).
     static func terminations() -> AsyncStream<Void> {
-        AsyncStream { continuation in
-            var sources: [any DispatchSourceSignal] = []
-            for number in [SIGTERM, SIGINT] {
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                source.setEventHandler { continuation.yield() }
-                source.resume()
-                sources.append(source)
-            }
-            let boxes = sources.map(SignalSourceBox.init)
-            continuation.onTermination = { _ in for box in boxes { box.source.cancel() } }
-        }
+        signals([SIGTERM, SIGINT]) { $0() }
     }
 
     /// Yields once per Ctrl-C; a second Ctrl-C while the first is being handled quits at once.
     static func interrupts() -> AsyncStream<Void> {
-        signal(SIGINT, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
         let count = InterruptCount()
-        return AsyncStream { continuation in
-            source.setEventHandler {
-                if count.increment() > 1 {
-                    FileHandle.standardError.write(Data("\nloadgen: interrupted again; quitting now.\n".utf8))
-                    exit(130)
-                }
-                continuation.yield()
+        return signals([SIGINT]) { yield in
+            if count.increment() > 1 {
+                FileHandle.standardError.write(Data("\nloadgen: interrupted again; quitting now.\n".utf8))
+                exit(130)
             }
-            source.resume()
-            let box = SignalSourceBox(source)
-            continuation.onTermination = { _ in box.source.cancel() }
+            yield()
+        }
+    }
+
+    /// Delivers the given signals to `handle` (with a function that yields to the stream) instead of their default
+    /// action, for as long as the stream is iterated.
+    private static func signals(_ numbers: [Int32], _ handle: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void)
+        -> AsyncStream<Void>
+    {
+        AsyncStream { continuation in
+            var boxes: [SignalSourceBox] = []
+            for number in numbers {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { handle { continuation.yield() } }
+                source.resume()
+                boxes.append(SignalSourceBox(source))
+            }
+            let sources = boxes
+            continuation.onTermination = { _ in for box in sources { box.source.cancel() } }
         }
     }
 }

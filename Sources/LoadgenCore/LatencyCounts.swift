@@ -112,6 +112,8 @@ struct PercentileReader {
     let thresholds: [UInt64]
     var results: [UInt64]
     var next = 0
+    /// `thresholds[next]`, or the most a count can be when all are read: one compare per bucket.
+    var nextThreshold: UInt64
     var seen: UInt64 = 0
     var taken = false
     var previous: UInt64 = 0
@@ -124,6 +126,7 @@ struct PercentileReader {
             p >= 100 ? UInt64.max : p <= 0 ? 0 : Swift.max(1, UInt64((p.nextDown * Double(total) / 100).rounded(.up)))
         }
         self.results = Array(repeating: 0, count: percentiles.count)
+        self.nextThreshold = self.thresholds.first ?? .max
     }
 
     @inline(__always)
@@ -132,10 +135,15 @@ struct PercentileReader {
         self.taken = true
         self.previous = value
         self.seen &+= count
+        if self.seen >= self.nextThreshold { self.cross(value) }
+    }
+
+    private mutating func cross(_ value: UInt64) {
         while self.next < self.thresholds.count, self.thresholds[self.next] <= self.seen {
             self.results[self.next] = self.thresholds[self.next] == 0 ? self.min : Swift.max(Swift.min(value, self.max), self.min)
             self.next += 1
         }
+        self.nextThreshold = self.next < self.thresholds.count ? self.thresholds[self.next] : .max
     }
 
     mutating func finish() -> [UInt64] {

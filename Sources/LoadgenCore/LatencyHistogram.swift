@@ -182,41 +182,65 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     }
 
     /// The same, into a sink the compiler specializes and inlines (the coordinator's merge runs per bucket).
+    /// Two tight loops per chunk rather than one byte at a time through both stages: base64 quads (padding only in
+    /// the last one) into a small stack buffer, then the varints out of it.
     @inline(__always)
     static func stream<Sink: BucketSink>(_ text: String, into sink: inout Sink) -> Bool {
         var text = text
         return text.withUTF8 { input -> Bool in
-            guard input.count % 4 == 0 else { return false }
+            let end = input.count
+            guard end % 4 == 0 else { return false }
+            guard end > 0 else { return true }
             var parser = BucketParser()
-            let ok = Base64.reverseTable.withUnsafeBufferPointer { table -> Bool in
-                var i = 0
-                let end = input.count
-                while i < end {
-                    let a = table[Int(input[i])], b = table[Int(input[i &+ 1])]
-                    let c3 = input[i &+ 2], d3 = input[i &+ 3]
-                    guard a != 0xff, b != 0xff else { return false }
-                    let last = i &+ 4 == end
-                    parser.feed(a << 2 | b >> 4, into: &sink)
-                    if c3 == UInt8(ascii: "=") {
-                        guard last, d3 == UInt8(ascii: "=") else { return false }
-                    } else {
-                        let c = table[Int(c3)]
-                        guard c != 0xff else { return false }
-                        parser.feed(b << 4 | c >> 2, into: &sink)
-                        if d3 == UInt8(ascii: "=") {
-                            guard last else { return false }
-                        } else {
-                            let d = table[Int(d3)]
-                            guard d != 0xff else { return false }
-                            parser.feed(c << 6 | d, into: &sink)
+            let quadsPerChunk = 1024
+            return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 3 * quadsPerChunk) { chunk -> Bool in
+                Base64.reverseTable.withUnsafeBufferPointer { table -> Bool in
+                    let last = end &- 4
+                    var i = 0
+                    while i < end {
+                        var n = 0
+                        let stop = Swift.min(last, i &+ 4 &* (quadsPerChunk &- 1))
+                        // Whole quads: no padding allowed; an invalid character has the table's 0xff, so its
+                        // high bit marks the quad bad.
+                        while i < stop {
+                            let a = table[Int(input[i])], b = table[Int(input[i &+ 1])]
+                            let c = table[Int(input[i &+ 2])], d = table[Int(input[i &+ 3])]
+                            guard (a | b | c | d) & 0x80 == 0 else { return false }
+                            chunk[n] = a << 2 | b >> 4
+                            chunk[n &+ 1] = b << 4 | c >> 2
+                            chunk[n &+ 2] = c << 6 | d
+                            n &+= 3
+                            i &+= 4
                         }
+                        if i == last {
+                            // The last quad, which may end in one or two "=".
+                            let a = table[Int(input[i])], b = table[Int(input[i &+ 1])]
+                            let c3 = input[i &+ 2], d3 = input[i &+ 3]
+                            guard (a | b) & 0x80 == 0 else { return false }
+                            chunk[n] = a << 2 | b >> 4
+                            n &+= 1
+                            if c3 == UInt8(ascii: "=") {
+                                guard d3 == UInt8(ascii: "=") else { return false }
+                            } else {
+                                let c = table[Int(c3)]
+                                guard c & 0x80 == 0 else { return false }
+                                chunk[n] = b << 4 | c >> 2
+                                n &+= 1
+                                if d3 != UInt8(ascii: "=") {
+                                    let d = table[Int(d3)]
+                                    guard d & 0x80 == 0 else { return false }
+                                    chunk[n] = c << 6 | d
+                                    n &+= 1
+                                }
+                            }
+                            i &+= 4
+                        }
+                        parser.feed(UnsafeBufferPointer(rebasing: chunk[0..<n]), into: &sink)
+                        if parser.bad { return false }
                     }
-                    if parser.bad { return false }
-                    i &+= 4
+                    return parser.isComplete
                 }
-                return true
             }
-            return ok && parser.isComplete
         }
     }
 
@@ -370,43 +394,58 @@ private struct MergeState {
 
 /// Turns decoded bytes into (value, count) pairs: LEB128 varints, values as deltas from the previous one. A struct
 /// with a mutating method, so its state needs no dynamic exclusivity checks (a nested function capturing local
-/// variables paid one per byte).
+/// variables paid one per byte); the state lives in locals while a chunk is parsed.
 struct BucketParser {
     private var number: UInt64 = 0
     private var shift: UInt64 = 0
     private var previous: UInt64 = 0
-    private var delta: UInt64?
+    private var delta: UInt64 = 0
+    private var haveDelta = false
     private var any = false
     private(set) var bad = false
 
-    var isComplete: Bool { !self.bad && self.delta == nil && self.shift == 0 && self.number == 0 }
+    var isComplete: Bool { !self.bad && !self.haveDelta && self.shift == 0 && self.number == 0 }
 
     @inline(__always)
-    mutating func feed<Sink: BucketSink>(_ byte: UInt8, into sink: inout Sink) {
-        guard self.shift < 63 || (self.shift == 63 && byte <= 1) else {
-            self.bad = true
-            return
+    mutating func feed<Sink: BucketSink>(_ bytes: UnsafeBufferPointer<UInt8>, into sink: inout Sink) {
+        var number = self.number, shift = self.shift, previous = self.previous, delta = self.delta
+        var haveDelta = self.haveDelta, any = self.any
+        defer {
+            self.number = number
+            self.shift = shift
+            self.previous = previous
+            self.delta = delta
+            self.haveDelta = haveDelta
+            self.any = any
         }
-        self.number |= UInt64(byte & 0x7f) << self.shift
-        if byte & 0x80 != 0 {
-            self.shift &+= 7
-            return
-        }
-        if let delta = self.delta {
-            let (value, overflow) = self.previous.addingReportingOverflow(delta)
-            if overflow || (self.any && delta == 0) {
+        for byte in bytes {
+            // A varint of more than 64 bits.
+            if shift >= 63, shift > 63 || byte > 1 {
                 self.bad = true
-            } else {
-                sink.take(value, self.number)
+                return
             }
-            self.any = true
-            self.previous = value
-            self.delta = nil
-        } else {
-            self.delta = self.number
+            number |= UInt64(byte & 0x7f) << shift
+            if byte & 0x80 != 0 {
+                shift &+= 7
+                continue
+            }
+            if haveDelta {
+                let (value, overflow) = previous.addingReportingOverflow(delta)
+                if overflow || (any && delta == 0) {
+                    self.bad = true
+                    return
+                }
+                sink.take(value, number)
+                any = true
+                previous = value
+                haveDelta = false
+            } else {
+                delta = number
+                haveDelta = true
+            }
+            number = 0
+            shift = 0
         }
-        self.number = 0
-        self.shift = 0
     }
 }
 

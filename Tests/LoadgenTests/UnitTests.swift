@@ -169,6 +169,36 @@ struct HistogramTests {
         #expect(SparseHistogram.parseBuckets("")?.values == [])
     }
 
+    // Decoding goes through a stack buffer of 1,023 base64 quads at a time: sizes around and well past it, each
+    // with every padding shape, must round-trip and merge exactly.
+    @Test(arguments: [1, 500, 700, 1500, 5000])
+    func largeBucketTextsRoundTripAcrossDecodingChunks(buckets: Int) throws {
+        var values: [UInt64] = []
+        var counts: [UInt64] = []
+        var value: UInt64 = 1000
+        for i in 0..<buckets {
+            value += UInt64(1 + (i * 7919) % 300) * (i % 50 == 0 ? 1_000_003 : 1)
+            values.append(value)
+            counts.append(UInt64(1 + (i * 104_729) % 70_000))
+        }
+        let sparse = SparseHistogram(values: values, counts: counts, min: 1000, max: value)
+        for trim in 0..<min(3, buckets) {
+            // Drop buckets so the encoding ends with each padding shape.
+            let n = values.count - trim
+            let cut = SparseHistogram(values: Array(values[..<n]), counts: Array(counts[..<n]), min: 1000, max: values[n - 1])
+            let parsed = try #require(SparseHistogram.parseBuckets(cut.bucketText))
+            #expect(parsed.values == cut.values)
+            #expect(parsed.counts == cut.counts)
+        }
+        let decoded = try JSONDecoder().decode(SparseHistogram.self, from: Data(sparse.jsonText.utf8))
+        var fromText = LatencyCounts()
+        var fromArrays = LatencyCounts()
+        let p1 = try fromText.add(decoded, percentiles: [0, 50, 99, 100], expectedTotal: counts.reduce(0, +))
+        let p2 = try fromArrays.add(sparse, percentiles: [0, 50, 99, 100], expectedTotal: counts.reduce(0, +))
+        #expect(p1 == p2)
+        #expect(fromText.sparse == fromArrays.sparse)
+    }
+
     @Test(arguments: [0, 1, 2, 3, 4, 5, 100])
     func base64MatchesFoundation(length: Int) {
         let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }

@@ -40,10 +40,12 @@ int lg_ring_create(lg_ring **out, unsigned entries, unsigned files, const char *
         return rc;
     }
 
-    // File creation always runs in io-wq workers (O_CREAT cannot be done without blocking). More workers than
-    // cores only queue on the directory's lock and on each other: cap them at the cores this process may use.
+    // File creation always runs in io-wq workers (O_CREAT cannot be done without blocking). Workers sleep on the
+    // directory's lock, so one per core leaves cores idle; many more only queue on the lock and on each other.
+    // Twice the cores measured best here (deploy/bench/uring-floor.sh: 2 workers 0.71 of the C limit, 4 about 0.76).
     unsigned cpus = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned limits[2] = { cpus ? cpus : 1, cpus ? cpus : 1 };
+    unsigned cap = cpus ? 2 * cpus : 2;
+    unsigned limits[2] = { cap, cap };
     io_uring_register_iowq_max_workers(&r->ring, limits);
     io_uring_register_ring_fd(&r->ring);
     rc = io_uring_register_files_sparse(&r->ring, files);

@@ -132,20 +132,17 @@ public struct RunStore: Sendable {
     }
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) throws(LoadgenError) -> T {
-        do {
-            return try self.writer.write(body)
-        } catch let error as LoadgenError {
-            throw error
-        } catch let error as DatabaseError {
-            throw Self.describe(error, path: self.writer.path)
-        } catch {
-            throw LoadgenError(.store, "The run store failed: \(error).")
-        }
+        try self.described { try self.writer.write(body) }
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) throws(LoadgenError) -> T {
+        try self.described { try self.writer.read(body) }
+    }
+
+    /// Runs a database access, turning what it throws into one sentence naming the store.
+    private func described<T>(_ access: () throws -> T) throws(LoadgenError) -> T {
         do {
-            return try self.writer.read(body)
+            return try access()
         } catch let error as LoadgenError {
             throw error
         } catch let error as DatabaseError {

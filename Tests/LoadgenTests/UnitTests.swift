@@ -199,6 +199,42 @@ struct HistogramTests {
         #expect(fromText.sparse == fromArrays.sparse)
     }
 
+    // Bucket texts come off the network: random ones, mostly well-formed base64 of random bytes, must never trap,
+    // and whatever parses must be ascending and merge to the same counts either way.
+    @Test func randomBucketTextsNeverTrap() throws {
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        func next() -> UInt64 {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return state
+        }
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=!".utf8)
+        var parsedSome = 0
+        for round in 0..<3000 {
+            let text: String
+            if round % 2 == 0 {
+                let bytes = (0..<Int(next() % 40)).map { _ in UInt8(truncatingIfNeeded: next() % (round % 4 == 0 ? 256 : 128)) }
+                text = Base64.encode(bytes)
+            } else {
+                text = String(decoding: (0..<Int(next() % 40)).map { _ in alphabet[Int(next() % UInt64(alphabet.count))] }, as: UTF8.self)
+            }
+            guard let parsed = SparseHistogram.parseBuckets(text) else { continue }
+            parsedSome += 1
+            #expect(zip(parsed.values, parsed.values.dropFirst()).allSatisfy { $0 < $1 }, "\(text)")
+            // A dense merge costs a 33,792-counter sweep: check it on a sample.
+            guard parsedSome % 20 == 1 else { continue }
+            let json = #"{"buckets":"\#(text)","max":0,"min":0}"#
+            let decoded = try JSONDecoder().decode(SparseHistogram.self, from: Data(json.utf8))
+            var counts = LatencyCounts()
+            _ = try? counts.add(decoded)
+            var fromArrays = LatencyCounts()
+            _ = try? fromArrays.add(SparseHistogram(values: parsed.values, counts: parsed.counts))
+            #expect(counts.sparse.counts == fromArrays.sparse.counts, "\(text)")
+        }
+        #expect(parsedSome > 100)
+    }
+
     @Test(arguments: [0, 1, 2, 3, 4, 5, 100])
     func base64MatchesFoundation(length: Int) {
         let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }

@@ -156,7 +156,6 @@ extension CoordinatorSession {
             expected = live.reduce(0) { $0 + aggregate.agents[$1].ops(.main) }
         }
         var done = Set<Int>()
-        var samples: [(at: UInt64, ops: UInt64)] = []
         var abortSent = false
         var lastProgressAt: UInt64 = 0
         // Agents still running this phase. A function of its arguments rather than a closure over `aggregate`: a
@@ -207,10 +206,7 @@ extension CoordinatorSession {
                 guard now &- lastProgressAt >= 250_000_000 else { continue }
                 lastProgressAt = now
                 let cluster = live.reduce(UInt64(0)) { $0 + aggregate.agents[$1].ops(phase) }
-                samples.append((now, cluster))
-                while let first = samples.first, now &- first.at > 1_500_000_000 { samples.removeFirst() }
-                let rate = samples.count > 1 && now > samples[0].at
-                    ? Double(cluster - samples[0].ops) / (Double(now - samples[0].at) / 1e9) : 0
+                let rate = live.reduce(0.0) { $0 + (aggregate.agents[$1].phases[phase]?.currentRate ?? 0) }
                 let errors = live.reduce(UInt64(0)) { $0 + aggregate.agents[$1].errors(phase) }
                 observer.progress(ProgressSnapshot(
                     request: request, phase: phase, elapsedNanos: now > phaseStart ? now - phaseStart : 0, ops: cluster,

@@ -8,8 +8,19 @@ public struct RunAggregate: Sendable {
         public var latency = LatencyCounts()
         public var intervals = 0
         public var lastElapsedNanos: UInt64 = 0
+        /// The latest interval's operations and length on the agent's own clock, for the live rate.
+        var latestOps: UInt64 = 0
+        var latestNanos: UInt64 = 0
         public var done: WireMessage.PhaseDone?
         public init() {}
+
+        /// Operations per second in the latest interval, timed by the agent: reports arrive whenever the network
+        /// brings them, so counting arrivals in a window of the coordinator's time would swing with their jitter.
+        /// Zero once the phase is done.
+        public var currentRate: Double {
+            guard self.done == nil, self.latestNanos > 0 else { return 0 }
+            return Double(self.latestOps) * 1e9 / Double(self.latestNanos)
+        }
 
         /// Everything reported in this phase, latency histogram included.
         public var tally: Tally {
@@ -42,7 +53,11 @@ public struct RunAggregate: Sendable {
                 for i in targets.indices { self.totals.targets[i].merge(targets[i]) }
             }
             self.intervals += 1
-            self.lastElapsedNanos = max(self.lastElapsedNanos, interval.elapsedNanos)
+            if interval.elapsedNanos > self.lastElapsedNanos {
+                self.latestOps = interval.ops
+                self.latestNanos = interval.elapsedNanos - self.lastElapsedNanos
+                self.lastElapsedNanos = interval.elapsedNanos
+            }
             return interval.ops > 0 ? IntervalLatency(p50Nanos: read[0], p99Nanos: read[1], maxNanos: read[2]) : IntervalLatency()
         }
     }

@@ -392,3 +392,29 @@ struct LatencyCountsTests {
         #expect(throws: LoadgenError.self) { try counts.add(SparseHistogram(h), expectedTotal: 2) }
     }
 }
+
+struct LiveRateTests {
+    static func interval(seq: Int, elapsedMillis: UInt64, ops: UInt64) -> WireMessage.Interval {
+        var tally = Tally()
+        tally.ops = ops
+        for _ in 0..<ops { tally.latency.recordLatency(1000) }
+        return WireMessage.Interval(runID: "r", phase: .main, seq: seq, elapsedNanos: elapsedMillis * 1_000_000, tally: tally)
+    }
+
+    // Reports arrive whenever the network brings them; the live rate comes from each agent's own interval timing,
+    // so two reports landing close together do not double it.
+    @Test func theLiveRateIsEachAgentsLatestIntervalOnItsOwnClock() throws {
+        let request = RunRequest(runID: "r", label: nil, write: WriteSpec(target: "/tmp", files: 10_000), mode: .threads, workers: 2, seed: 1)
+        var aggregate = RunAggregate(request: request, agents: (0..<2).map {
+            .init(agentID: "a\($0)", host: "h", address: "x", rttNanos: 0, clockOffsetNanos: 0)
+        })
+        try aggregate.apply(agent: 0, interval: Self.interval(seq: 1, elapsedMillis: 1000, ops: 100))
+        try aggregate.apply(agent: 0, interval: Self.interval(seq: 2, elapsedMillis: 2000, ops: 300))
+        try aggregate.apply(agent: 1, interval: Self.interval(seq: 1, elapsedMillis: 500, ops: 50))
+        #expect(aggregate.agents[0].phase(.main).currentRate == 300)
+        #expect(aggregate.agents[1].phase(.main).currentRate == 100)
+        aggregate.apply(agent: 1, phaseDone: .init(runID: "r", phase: .main, status: .completed, message: nil, ops: 50, bytes: 0,
+                                                   errors: 0, durationNanos: 500_000_000, firstDoneNanos: 0, lastDoneNanos: 500_000_000))
+        #expect(aggregate.agents[1].phase(.main).currentRate == 0)
+    }
+}

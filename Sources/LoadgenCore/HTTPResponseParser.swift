@@ -61,27 +61,39 @@ public struct HTTPResponseParser: Sendable {
     /// Feeds bytes; returns how many were consumed (the rest belong to the next response on the connection) and
     /// the response when it completed.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> (consumed: Int, response: Response?) {
+        let input = UnsafeBufferPointer(start: bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count: bytes.count)
         var i = 0
-        let count = bytes.count
+        let count = input.count
         if count > 0 { self.started = true }
         while i < count {
             switch self.state {
             case .statusLine, .headers, .chunkSize, .chunkDataEnd, .trailers:
-                // Line-oriented states: gather up to LF.
-                let byte = bytes[i]
-                i += 1
-                if byte == UInt8(ascii: "\n") {
-                    var text = self.line
-                    if text.last == UInt8(ascii: "\r") { text.removeLast() }
-                    self.line.removeAll(keepingCapacity: true)
-                    try self.handleLine(text)
-                    if self.state == .done { return (i, self.finish()) }
-                } else {
-                    guard self.line.count < Self.maxLineBytes else {
-                        throw .malformed("a header or chunk line longer than \(Self.maxLineBytes) bytes")
-                    }
-                    self.line.append(byte)
+                // Line-oriented states. A line whole in this buffer is read where it lies; only a line split across
+                // reads is gathered, once, into `line`.
+                var end = i
+                while end < count, input[end] != UInt8(ascii: "\n") { end += 1 }
+                guard self.line.count + (end - i) <= Self.maxLineBytes else {
+                    throw .malformed("a header or chunk line longer than \(Self.maxLineBytes) bytes")
                 }
+                if end == count {
+                    self.line.append(contentsOf: UnsafeBufferPointer(rebasing: input[i..<end]))
+                    i = count
+                    continue
+                }
+                if self.line.isEmpty {
+                    try self.handleLine(Self.trimmingCR(UnsafeBufferPointer(rebasing: input[i..<end])))
+                } else {
+                    self.line.append(contentsOf: UnsafeBufferPointer(rebasing: input[i..<end]))
+                    var gathered: [UInt8] = []
+                    swap(&gathered, &self.line)
+                    defer {
+                        gathered.removeAll(keepingCapacity: true)
+                        self.line = gathered
+                    }
+                    try gathered.withUnsafeBufferPointer { (text) throws(Failure) in try self.handleLine(Self.trimmingCR(text)) }
+                }
+                i = end + 1
+                if self.state == .done { return (i, self.finish()) }
             case .fixedBody(let remaining):
                 let take = UInt64(min(UInt64(count - i), remaining))
                 self.bodyBytes &+= take
@@ -108,6 +120,10 @@ public struct HTTPResponseParser: Sendable {
         return (i, nil)
     }
 
+    private static func trimmingCR(_ line: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        line.last == UInt8(ascii: "\r") ? UnsafeBufferPointer(rebasing: line.dropLast()) : line
+    }
+
     /// The connection closed: completes a body delimited by the close, or fails a response cut short.
     public mutating func end() throws(Failure) -> Response {
         switch self.state {
@@ -126,11 +142,12 @@ public struct HTTPResponseParser: Sendable {
         Response(status: self.status, bodyBytes: self.bodyBytes, closesConnection: self.closes, location: self.location)
     }
 
-    private mutating func handleLine(_ text: [UInt8]) throws(Failure) {
+    /// One line, without its CR LF, zero-based.
+    private mutating func handleLine(_ text: UnsafeBufferPointer<UInt8>) throws(Failure) {
         switch self.state {
         case .statusLine:
             // HTTP/1.1 200 OK
-            guard text.count >= 12, text.starts(with: Array("HTTP/1.".utf8)), text[8] == UInt8(ascii: " "),
+            guard text.count >= 12, Self.hasPrefix(text, "HTTP/1."), text[8] == UInt8(ascii: " "),
                   let status = Self.number(text[9..<12]), status >= 100, status <= 999
             else {
                 throw .malformed("the status line '\(Self.printable(text))' is not HTTP/1.x")
@@ -156,7 +173,7 @@ public struct HTTPResponseParser: Sendable {
             while let last = value.last, last == 32 || last == 9 { value = value.dropLast() }
             if Self.equalsIgnoringCase(name, "content-length") {
                 guard let length = Self.number64(value) else {
-                    throw .malformed("Content-Length '\(Self.printable(Array(value)))' is not a number")
+                    throw .malformed("Content-Length '\(Self.printable(value))' is not a number")
                 }
                 if let existing = self.contentLength, existing != length {
                     throw .malformed("two different Content-Length headers")
@@ -211,9 +228,11 @@ public struct HTTPResponseParser: Sendable {
         }
     }
 
-    // MARK: - Byte helpers
+    // MARK: - Byte helpers (over the line where it lies: no copies, no allocations)
 
-    static func number(_ digits: ArraySlice<UInt8>) -> Int? {
+    typealias Bytes = Slice<UnsafeBufferPointer<UInt8>>
+
+    static func number(_ digits: Bytes) -> Int? {
         var value = 0
         for d in digits {
             guard d >= 48, d <= 57 else { return nil }
@@ -222,7 +241,7 @@ public struct HTTPResponseParser: Sendable {
         return digits.isEmpty ? nil : value
     }
 
-    static func number64(_ digits: ArraySlice<UInt8>) -> UInt64? {
+    static func number64(_ digits: Bytes) -> UInt64? {
         guard !digits.isEmpty, digits.count <= 19 else { return nil }
         var value: UInt64 = 0
         for d in digits {
@@ -232,7 +251,7 @@ public struct HTTPResponseParser: Sendable {
         return value
     }
 
-    static func hex(_ digits: ArraySlice<UInt8>) -> UInt64? {
+    static func hex(_ digits: Bytes) -> UInt64? {
         guard !digits.isEmpty, digits.count <= 15 else { return nil }
         var value: UInt64 = 0
         for d in digits {
@@ -248,25 +267,34 @@ public struct HTTPResponseParser: Sendable {
         return value
     }
 
-    static func equalsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lower: StaticString) -> Bool {
+    static func hasPrefix(_ bytes: UnsafeBufferPointer<UInt8>, _ prefix: StaticString) -> Bool {
+        prefix.withUTF8Buffer { p in bytes.count >= p.count && zip(bytes, p).allSatisfy { $0 == $1 } }
+    }
+
+    @inline(__always)
+    static func lowered(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte | 0x20 : byte }
+
+    static func equalsIgnoringCase(_ bytes: Bytes, _ lower: StaticString) -> Bool {
         guard bytes.count == lower.utf8CodeUnitCount else { return false }
-        return lower.withUTF8Buffer { target in
-            for (a, b) in zip(bytes, target) where (a | 0x20) != b && a != b { return false }
-            return true
+        return lower.withUTF8Buffer { target in zip(bytes, target).allSatisfy { Self.lowered($0) == $1 } }
+    }
+
+    static func containsIgnoringCase(_ bytes: Bytes, _ lower: StaticString) -> Bool {
+        lower.withUTF8Buffer { target in
+            let n = target.count
+            guard bytes.count >= n else { return false }
+            var start = bytes.startIndex
+            while start <= bytes.endIndex - n {
+                var k = 0
+                while k < n, Self.lowered(bytes[start + k]) == target[k] { k += 1 }
+                if k == n { return true }
+                start += 1
+            }
+            return false
         }
     }
 
-    static func containsIgnoringCase(_ bytes: ArraySlice<UInt8>, _ lower: StaticString) -> Bool {
-        let target = lower.withUTF8Buffer { Array($0) }
-        guard bytes.count >= target.count else { return false }
-        let lowered = bytes.map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }
-        for start in 0...(lowered.count - target.count) where Array(lowered[start..<(start + target.count)]) == target {
-            return true
-        }
-        return false
-    }
-
-    static func printable(_ bytes: [UInt8]) -> String {
+    static func printable(_ bytes: some Collection<UInt8>) -> String {
         String(decoding: bytes.prefix(80).map { $0 >= 32 && $0 < 127 ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
     }
 }

@@ -10,6 +10,11 @@ public struct TargetURL: Hashable, Sendable, CustomStringConvertible {
 
     public var scheme: String { self.isTLS ? "https" : "http" }
 
+    /// Whether a connection to one serves the other (same scheme, host and port), compared without building text.
+    public func sameOrigin(as other: TargetURL) -> Bool {
+        self.isTLS == other.isTLS && self.port == other.port && self.host == other.host
+    }
+
     /// The `Host` header value.
     public var hostHeader: String {
         let h = self.host.contains(":") ? "[\(self.host)]" : self.host

@@ -88,7 +88,8 @@ final class FetchSlot: @unchecked Sendable {
     private var deadline: UInt64?
 
     private var channel: (any Channel)?
-    private var origin: String?
+    /// Where `channel` is connected (its scheme, host and port are what count).
+    private var origin: TargetURL?
     private var connecting = false
     /// Whether the current connection has already carried a request (a failure before any byte is then a stale
     /// keep-alive, retried once).
@@ -103,12 +104,17 @@ final class FetchSlot: @unchecked Sendable {
         var redirects: Int
         var retried: Bool
         var parser: HTTPResponseParser
-        var timeout: Scheduled<Void>?
+        /// When the request (redirects included) times out.
+        var timeoutAt: UInt64
         var generation: Int
     }
 
     private var current: InFlight?
     private var generation = 0
+    /// One timer per slot rather than one scheduled and cancelled per request: it fires at the earliest deadline
+    /// it was armed for and re-arms itself for the current request's, so a request still times out on time.
+    private var timeoutTimer: Scheduled<Void>?
+    private var timeoutTimerAt: UInt64 = 0
 
     init(engine: FetchEngine, ssl: NIOSSLContext, loop: any EventLoop, share: Share, control: WorkerControl,
          sink: any TallySink, done: @escaping @Sendable (WorkerResult) -> Void) {
@@ -144,7 +150,6 @@ final class FetchSlot: @unchecked Sendable {
     func abort() {
         self.loop.execute {
             guard !self.finished else { return }
-            self.current?.timeout?.cancel()
             self.current = nil
             self.dropChannel()
             self.finish()
@@ -154,6 +159,8 @@ final class FetchSlot: @unchecked Sendable {
     private func finish() {
         guard !self.finished else { return }
         self.finished = true
+        self.timeoutTimer?.cancel()
+        self.timeoutTimer = nil
         self.dropChannel()
         self.sink.handOver(self.tally)
         self.done(WorkerResult(doneAtNanos: MonotonicClock.nowNanos()))
@@ -184,28 +191,41 @@ final class FetchSlot: @unchecked Sendable {
         self.current = InFlight(
             urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
             request: self.engine.requests[urlIndex], redirects: 0, retried: false,
-            parser: HTTPResponseParser(isHead: self.engine.spec.method == .head), timeout: nil, generation: self.generation)
-        let generation = self.generation
-        let timeoutAt = start &+ self.engine.spec.timeoutNanos
-        let wait = timeoutAt > now ? Int64(timeoutAt - now) : 0
-        self.current?.timeout = self.loop.scheduleTask(in: .nanoseconds(wait)) {
-            guard self.current?.generation == generation else { return }
-            self.complete(.failure(FetchFailure(.timeout, "the request took longer than the timeout")), dropConnection: true)
-        }
+            parser: HTTPResponseParser(isHead: self.engine.spec.method == .head),
+            timeoutAt: start &+ self.engine.spec.timeoutNanos, generation: self.generation)
+        self.armTimeout(at: start &+ self.engine.spec.timeoutNanos, now: now)
         self.send()
+    }
+
+    /// Makes sure the timer fires by `when`: an armed timer that fires earlier re-arms itself when it does.
+    private func armTimeout(at when: UInt64, now: UInt64) {
+        if self.timeoutTimer != nil, self.timeoutTimerAt <= when { return }
+        self.timeoutTimer?.cancel()
+        self.timeoutTimerAt = when
+        self.timeoutTimer = self.loop.scheduleTask(in: .nanoseconds(when > now ? Int64(when - now) : 0)) { self.timeoutFired() }
+    }
+
+    private func timeoutFired() {
+        self.timeoutTimer = nil
+        guard !self.finished, let current = self.current else { return }
+        let now = MonotonicClock.nowNanos()
+        if now >= current.timeoutAt {
+            self.complete(.failure(FetchFailure(.timeout, "the request took longer than the timeout")), dropConnection: true)
+        } else {
+            self.armTimeout(at: current.timeoutAt, now: now)
+        }
     }
 
     /// Sends the current request on a connection to its origin, connecting first when needed.
     private func send() {
         guard let current = self.current else { return }
         let target = current.target
-        let origin = "\(target.scheme)://\(target.host):\(target.port)"
-        if let channel = self.channel, self.origin == origin, channel.isActive {
+        if let channel = self.channel, let origin = self.origin, origin.sameOrigin(as: target), channel.isActive {
             self.write(current.request, on: channel)
             return
         }
         self.dropChannel()
-        self.origin = origin
+        self.origin = target
         self.reused = false
         let generation = current.generation
         let ssl = self.ssl
@@ -341,7 +361,6 @@ final class FetchSlot: @unchecked Sendable {
     /// Counts the current request and moves on to the next.
     private func complete(_ result: Result<FetchResponse, FetchFailure>, dropConnection: Bool) {
         guard let current = self.current else { return }
-        current.timeout?.cancel()
         self.current = nil
         if dropConnection {
             self.dropChannel()

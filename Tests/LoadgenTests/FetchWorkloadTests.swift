@@ -88,6 +88,23 @@ struct FetchWorkloadTests {
         }
     }
 
+    // Fast and stalled requests alternate on one worker: each stalled one must time out at its own deadline, not
+    // when the server finally answers (the async slot's one timer re-arms itself from request to request).
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func eachRequestTimesOutAtItsOwnDeadline(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            let started = Date()
+            let tally = try RunHarness.tally(await RunHarness.perform(
+                Self.request([server.url("/"), server.url("/delay/3000")], mode: mode, workers: 1, requests: 4,
+                             timeout: 300_000_000), phases: [.main]))
+            let elapsed = Date().timeIntervalSince(started)
+            #expect(tally.ops == 2)
+            #expect(tally.errors[.timeout] == 2)
+            // Two timeouts of 0.3 s in a row; waiting for the server would take 6 s.
+            #expect(elapsed < 4, "took \(elapsed)s")
+        }
+    }
+
     @Test(arguments: [ExecutionMode.threads, .async])
     func redirectsAreFollowedAndLoopsStopAtTen(mode: ExecutionMode) async throws {
         try await TestHTTPServer.with { server in

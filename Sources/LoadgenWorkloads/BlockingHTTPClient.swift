@@ -72,7 +72,8 @@ public final class BlockingHTTPClient {
     private struct Connection {
         var fd: Int32
         var ssl: OpaquePointer?
-        var origin: String
+        /// Where it is connected (scheme, host and port are what count).
+        var origin: TargetURL
         var used: Bool
     }
 
@@ -183,12 +184,9 @@ public final class BlockingHTTPClient {
 
     // MARK: - Connections
 
-    private func originKey(_ target: TargetURL) -> String { "\(target.scheme)://\(target.host):\(target.port)" }
-
     private func connect(to target: TargetURL, deadline: UInt64) -> FetchFailure? {
-        let origin = self.originKey(target)
         if let connection = self.connection {
-            if connection.origin == origin { return nil }
+            if connection.origin.sameOrigin(as: target) { return nil }
             self.disconnect()
         }
         let addresses: [(family: Int32, address: [UInt8])]
@@ -240,7 +238,7 @@ public final class BlockingHTTPClient {
                     }
                 }
             }
-            var connection = Connection(fd: fd, ssl: nil, origin: origin, used: false)
+            var connection = Connection(fd: fd, ssl: nil, origin: target, used: false)
             if target.isTLS {
                 guard let tls = self.tls else {
                     close(fd)

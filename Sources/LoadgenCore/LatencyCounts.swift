@@ -59,12 +59,20 @@ public struct LatencyCounts: Sendable {
             defer { reader = sink.reader }
             return sparse.forEachBucket(into: &sink)
         }
-        guard ok else {
-            throw .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
-        }
-        if reader.unordered { throw .protocolViolation("Latency histogram buckets must be in ascending order.") }
-        if expectedTotal > 0, reader.seen != expectedTotal {
-            throw .protocolViolation("A latency histogram holds \(reader.seen) values where \(expectedTotal) were reported.")
+        let refusal: LoadgenError? =
+            !ok ? .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
+            : reader.unordered ? .protocolViolation("Latency histogram buckets must be in ascending order.")
+            : expectedTotal > 0 && reader.seen != expectedTotal
+                ? .protocolViolation("A latency histogram holds \(reader.seen) values where \(expectedTotal) were reported.")
+            : nil
+        if let refusal {
+            // The buckets went straight into the counters: take back what was added. The same pairs stream again, up
+            // to the same point, so a refused histogram leaves no trace.
+            self.counts.withUnsafeMutableBufferPointer { counts in
+                var undo = UndoSink(counts: counts)
+                _ = sparse.forEachBucket(into: &undo)
+            }
+            throw refusal
         }
         if reader.seen > 0 {
             self.total &+= reader.seen
@@ -165,5 +173,15 @@ private struct CountsSink: BucketSink {
         let top = LatencyHistogram.highestLatencyNanos
         self.counts[LatencyCounts.index(of: value < top ? value : top)] &+= count
         self.reader.take(value, count)
+    }
+}
+
+/// Takes back what ``CountsSink`` added, bucket for bucket.
+private struct UndoSink: BucketSink {
+    let counts: UnsafeMutableBufferPointer<UInt64>
+
+    mutating func take(_ value: UInt64, _ count: UInt64) {
+        let top = LatencyHistogram.highestLatencyNanos
+        self.counts[LatencyCounts.index(of: value < top ? value : top)] &-= count
     }
 }

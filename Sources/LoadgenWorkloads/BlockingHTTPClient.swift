@@ -80,7 +80,13 @@ public final class BlockingHTTPClient {
     private let timeoutNanos: UInt64
     private let tls: TLSContext?
     private var connection: Connection?
-    private var resolved: [String: [(family: Int32, address: [UInt8])]] = [:]
+    /// Resolved addresses by host and port (each sockaddr carries the port it was resolved for).
+    private var resolved: [Endpoint: [(family: Int32, address: [UInt8])]] = [:]
+
+    private struct Endpoint: Hashable {
+        var host: String
+        var port: Int
+    }
     private let buffer: UnsafeMutableRawBufferPointer
 
     public init(timeoutNanos: UInt64, tls: TLSContext?) {
@@ -190,13 +196,13 @@ public final class BlockingHTTPClient {
             self.disconnect()
         }
         let addresses: [(family: Int32, address: [UInt8])]
-        if let cached = self.resolved[target.host] {
+        if let cached = self.resolved[Endpoint(host: target.host, port: target.port)] {
             addresses = cached
         } else {
             switch Self.resolve(target.host, port: target.port) {
             case .success(let found):
                 addresses = found
-                self.resolved[target.host] = found
+                self.resolved[Endpoint(host: target.host, port: target.port)] = found
             case .failure(let failure):
                 return failure
             }

@@ -88,6 +88,21 @@ struct FetchWorkloadTests {
         }
     }
 
+    // Two servers on one host, different ports: each request must reach its own port (addresses are cached per
+    // host and port, and a connection is reused only for the same origin).
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func twoPortsOnOneHostEachGetTheirRequests(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { first in
+            try await TestHTTPServer.with { second in
+                let tally = try RunHarness.tally(await RunHarness.perform(
+                    Self.request([first.url("/"), second.url("/")], mode: mode, workers: 1, requests: 6), phases: [.main]))
+                #expect(tally.ops == 6)
+                #expect(first.requests == 3)
+                #expect(second.requests == 3)
+            }
+        }
+    }
+
     // Fast and stalled requests alternate on one worker: each stalled one must time out at its own deadline, not
     // when the server finally answers (the async slot's one timer re-arms itself from request to request).
     @Test(arguments: [ExecutionMode.threads, .async])

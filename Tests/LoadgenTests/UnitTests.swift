@@ -393,6 +393,24 @@ struct LatencyCountsTests {
     }
 }
 
+struct RefusedHistogramTests {
+    // A histogram refused half-way (bad encoding, or fewer values than the interval's ops) must leave the running
+    // sum exactly as it was: the coordinator keeps what an agent sent before it was marked lost.
+    @Test func aRefusedHistogramLeavesNoTrace() throws {
+        var counts = LatencyCounts()
+        try counts.add(SparseHistogram(values: [1000, 5000], counts: [3, 1], min: 1000, max: 5000))
+        let before = counts.sparse
+        let good = SparseHistogram(values: [2000, 3000, 9000], counts: [2, 2, 2], min: 2000, max: 9000)
+        #expect(throws: LoadgenError.self) { try counts.add(good, expectedTotal: 7) }
+        // Two good pairs, then a varint cut short.
+        let cut = try JSONDecoder().decode(SparseHistogram.self, from: Data(#"{"buckets":"0A8C6AcCgA==","max":0,"min":0}"#.utf8))
+        #expect(SparseHistogram.parseBuckets(cut.bucketText) == nil)
+        #expect(throws: LoadgenError.self) { try counts.add(cut) }
+        #expect(counts.sparse == before)
+        #expect(counts.total == 4)
+    }
+}
+
 struct LiveRateTests {
     static func interval(seq: Int, elapsedMillis: UInt64, ops: UInt64) -> WireMessage.Interval {
         var tally = Tally()

@@ -42,7 +42,8 @@ int lg_ring_create(lg_ring **out, unsigned entries, unsigned files, const char *
 
     // File creation always runs in io-wq workers (O_CREAT cannot be done without blocking). Workers sleep on the
     // directory's lock, so one per core leaves cores idle; many more only queue on the lock and on each other.
-    // Twice the cores measured best here (deploy/bench/uring-floor.sh: 2 workers 0.71 of the C limit, 4 about 0.76).
+    // Twice the cores did best in runs with the cap set by hand on this 2-core machine (100,000 2-byte files on tmpfs,
+    // 64 in flight: medians about 0.71 of the 2-thread C limit with 2 workers, about 0.76 with 4; noisy, few rounds).
     unsigned cpus = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     unsigned cap = cpus ? 2 * cpus : 2;
     unsigned limits[2] = { cap, cap };

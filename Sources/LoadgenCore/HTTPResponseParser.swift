@@ -52,11 +52,7 @@ public struct HTTPResponseParser: Sendable {
 
     public init(isHead: Bool = false) {
         self.isHead = isHead
-        self.line.reserveCapacity(256)
     }
-
-    /// Whether a complete response has been parsed.
-    public var isComplete: Bool { self.state == .done }
 
     /// Feeds bytes; returns how many were consumed (the rest belong to the next response on the connection) and
     /// the response when it completed.

@@ -23,7 +23,7 @@ extension Histogram where Count == UInt64 {
     }
 
     /// The latency summary reported everywhere (microseconds); the mean comes from the exact sum of latencies,
-    /// which the tally keeps (the histogram's own mean walks every bucket through unspecialized generic code).
+    /// which the tally keeps (the histogram's own mean is of bucket values, so only approximate).
     public func summary(sumNanos: UInt64) -> LatencySummary {
         guard self.totalCount > 0 else { return LatencySummary() }
         func us(_ nanos: UInt64) -> Double { Double(nanos) / 1000 }
@@ -244,15 +244,8 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         }
     }
 
-    /// Calls `body` with each (value, count) bucket, from the arrays or straight from the encoding; false when the
-    /// encoding is not well formed.
-    func forEachBucket(_ body: (UInt64, UInt64) -> Void) -> Bool {
-        withoutActuallyEscaping(body) { body in
-            var sink = ClosureSink(body: body)
-            return self.forEachBucket(into: &sink)
-        }
-    }
-
+    /// Hands each (value, count) bucket to `sink`, from the arrays or straight from the encoding; false when the
+    /// encoding is not well formed (the same pairs, up to the same point, every time).
     @inline(__always)
     func forEachBucket<Sink: BucketSink>(into sink: inout Sink) -> Bool {
         if let arrays = self.arrays {

@@ -11,7 +11,7 @@ public enum ExecutionMode: String, CaseIterable, Codable, Sendable, Hashable {
 
     /// Parses `sequential`, `threads`, a comma list, or `all` (every mode the workload supports).
     public static func parseList(_ text: String, workload: WorkloadKind) throws(LoadgenError) -> [ExecutionMode] {
-        let names = text.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingWhitespace().lowercased() }
+        let names = Self.names(in: text)
         guard !names.isEmpty, !names.contains("") else {
             throw .usage("The mode list '\(text)' is empty: give sequential, threads, processes, async, a comma list, or all.")
         }
@@ -27,6 +27,15 @@ public enum ExecutionMode: String, CaseIterable, Codable, Sendable, Hashable {
             if !modes.contains(mode) { modes.append(mode) }
         }
         return modes
+    }
+
+    /// The modes a list names itself, leaving out those only `all` brings in.
+    public static func named(in text: String) -> Set<ExecutionMode> {
+        Set(Self.names(in: text).compactMap { ExecutionMode(rawValue: $0) })
+    }
+
+    private static func names(in text: String) -> [String] {
+        text.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingWhitespace().lowercased() }
     }
 }
 

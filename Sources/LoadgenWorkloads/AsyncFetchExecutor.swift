@@ -90,7 +90,6 @@ final class FetchSlot: @unchecked Sendable {
     private var channel: (any Channel)?
     /// Where `channel` is connected (its scheme, host and port are what count).
     private var origin: TargetURL?
-    private var connecting = false
     /// Whether the current connection has already carried a request (a failure before any byte is then a stale
     /// keep-alive, retried once).
     private var reused = false

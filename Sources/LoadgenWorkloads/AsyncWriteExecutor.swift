@@ -54,7 +54,6 @@ private struct RingWorker {
         var received: Int = 0
         var error: Int32 = 0
         var written: UInt64 = 0
-        var busy = false
     }
 
     /// Bytes per write: the engine's content buffer, which every write reads from.
@@ -111,12 +110,11 @@ private struct RingWorker {
                 if queued == -EBUSY { break }
                 free.removeLast()
                 slots[slot] = Slot(index: next, size: size, start: start, expected: Int(max(queued, 0)), received: 0,
-                                   error: queued < 0 ? -queued : 0, written: 0, busy: true)
+                                   error: queued < 0 ? -queued : 0, written: 0)
                 next &+= 1
                 if queued < 0 {
                     // Never queued (a size beyond the chain's limit): count it and free the slot.
                     tally.recordError(ErrorKind.fromErrno(-queued), "queuing \(String(cString: cPath)): \(errnoDescription(-queued))")
-                    slots[slot].busy = false
                     free.append(slot)
                     continue
                 }
@@ -159,7 +157,6 @@ private struct RingWorker {
                 guard slots[slot].received >= slots[slot].expected else { continue }
                 // The file's chain is complete.
                 let s = slots[slot]
-                slots[slot].busy = false
                 free.append(slot)
                 inFlight -= 1
                 if create {
@@ -177,7 +174,7 @@ private struct RingWorker {
                         let kind = ErrorKind.fromErrno(code)
                         tally.recordError(kind, "creating \(String(cString: p)): \(errnoDescription(code))")
                         if kind.endsWriteRun, failure == nil {
-                            failure = "The file system is full or read-only (\(kind.rawValue)): \(errnoDescription(code))."
+                            failure = WriteEngine.fullMessage(kind, code: code)
                             self.control.stop.request(failure!)
                         }
                     }

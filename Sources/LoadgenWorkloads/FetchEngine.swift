@@ -10,15 +10,13 @@ import LoadgenCore
 /// the percentiles even though every worker was stuck waiting on it.
 public final class FetchEngine: WorkloadEngine {
     public let spec: FetchSpec
-    public let workers: Int
     public let targets: [TargetURL]
     /// Each target's request bytes, made once.
     let requests: [[UInt8]]
     let tls: TLSContext?
 
-    public init(spec: FetchSpec, workers: Int) throws(LoadgenError) {
+    public init(spec: FetchSpec) throws(LoadgenError) {
         self.spec = spec
-        self.workers = workers
         var targets: [TargetURL] = []
         for url in spec.urls { targets.append(try TargetURL.parse(url)) }
         self.targets = targets

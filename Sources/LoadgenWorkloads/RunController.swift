@@ -115,7 +115,7 @@ public final class RunController: Sendable {
             return (WriteEngine(spec: spec, directory: directory, seed: seed), directory)
         case .fetch:
             guard let spec = self.request.fetch else { throw .usage("A fetch run must carry a fetch specification.") }
-            return (try FetchEngine(spec: spec, workers: self.request.workers), nil)
+            return (try FetchEngine(spec: spec), nil)
         }
     }
 

@@ -168,7 +168,7 @@ public final class WriteEngine: WorkloadEngine {
         return WorkerResult(doneAtNanos: done)
     }
 
-    private static func fullMessage(_ kind: ErrorKind, code: Int32) -> String {
+    static func fullMessage(_ kind: ErrorKind, code: Int32) -> String {
         switch kind {
         case .noSpace: "The file system is full (ENOSPC): \(errnoDescription(code))."
         case .quota: "The disk quota is exhausted (EDQUOT): \(errnoDescription(code))."

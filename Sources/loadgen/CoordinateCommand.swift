@@ -113,10 +113,8 @@ struct CoordinateCommand: AsyncParsableCommand {
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
         try probe.validate()
-        let named = Set((self.run.mode ?? "all").split(separator: ",").compactMap {
-            ExecutionMode(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased())
-        })
-        return Plan(workload: .write, modes: modes, impliedModes: Set(modes).subtracting(named)) { mode, runID in
+        let implied = Set(modes).subtracting(ExecutionMode.named(in: self.run.mode ?? "all"))
+        return Plan(workload: .write, modes: modes, impliedModes: implied) { mode, runID in
             RunRequest(runID: runID, label: label, write: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
         }
     }

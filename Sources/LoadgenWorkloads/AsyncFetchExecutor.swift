@@ -35,11 +35,18 @@ public final class AsyncFetchExecutor: PhaseExecutor {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         let results = await withCheckedContinuation { (continuation: CheckedContinuation<[WorkerResult], Never>) in
             let state = Mutex<(results: [WorkerResult?], remaining: Int)>((Array(repeating: nil, count: self.slots), self.slots))
+            // Slots are dealt round-robin to the loops, and the slots of one loop share one tally: a latency histogram
+            // is 270 KB, so one per slot would make `--workers 4000` cost a gigabyte.
+            let loopList = Array(loops.makeIterator())
+            let tallies = loopList.indices.map { i in
+                LoopTally(engine: self.engine, control: control, sink: mailbox,
+                          slots: self.slots / loopList.count + (i < self.slots % loopList.count ? 1 : 0))
+            }
             var made: [FetchSlot] = []
             for index in 0..<self.slots {
                 let share = self.engine.share(phase: phase, worker: index, of: self.slots)
-                let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, loop: loops.next(), share: share,
-                                     control: control, sink: mailbox) { result in
+                let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, loop: loopList[index % loopList.count],
+                                     share: share, control: control, tally: tallies[index % loopList.count]) { result in
                     let finished: [WorkerResult]? = state.withLock { state in
                         state.results[index] = result
                         state.remaining -= 1
@@ -68,6 +75,47 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     }
 }
 
+/// The tally the slots of one event loop record into, handed over at each tick and when the loop's last slot
+/// finishes. Touched only on that loop, so it needs no lock.
+final class LoopTally: @unchecked Sendable {
+    private let engine: FetchEngine
+    private let control: WorkerControl
+    private let sink: any TallySink
+    private var tally: Tally
+    private var nextTick: UInt64 = 0
+    /// Slots of this loop that have not finished.
+    private var active: Int
+
+    init(engine: FetchEngine, control: WorkerControl, sink: any TallySink, slots: Int) {
+        self.engine = engine
+        self.control = control
+        self.sink = sink
+        self.active = slots
+        self.tally = Tally(targetCount: engine.targets.count)
+        self.nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+    }
+
+    func record(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64, at end: UInt64) {
+        self.tally.record(result, urlIndex: urlIndex, latencyNanos: latencyNanos)
+        if end >= self.nextTick {
+            self.handOver()
+            self.nextTick = self.control.nextTick(after: end)
+        }
+    }
+
+    /// One of the loop's slots is done; the last one hands over what is left.
+    func slotFinished() {
+        self.active -= 1
+        if self.active == 0 { self.handOver() }
+    }
+
+    private func handOver() {
+        guard !self.tally.isEmpty else { return }
+        self.sink.handOver(self.tally)
+        self.tally = Tally(targetCount: self.engine.targets.count)
+    }
+}
+
 import Foundation
 
 /// One request in flight at a time, forever on one event loop: all its state is touched only there.
@@ -78,11 +126,9 @@ final class FetchSlot: @unchecked Sendable {
     private let loop: any EventLoop
     private let share: Share
     private let control: WorkerControl
-    private let sink: any TallySink
+    private let tally: LoopTally
     private let done: @Sendable (WorkerResult) -> Void
 
-    private var tally: Tally
-    private var nextTick: UInt64 = 0
     private var k: UInt64 = 0
     private var finished = false
     private var deadline: UInt64?
@@ -116,15 +162,14 @@ final class FetchSlot: @unchecked Sendable {
     private var timeoutTimerAt: UInt64 = 0
 
     init(engine: FetchEngine, ssl: NIOSSLContext, loop: any EventLoop, share: Share, control: WorkerControl,
-         sink: any TallySink, done: @escaping @Sendable (WorkerResult) -> Void) {
+         tally: LoopTally, done: @escaping @Sendable (WorkerResult) -> Void) {
         self.engine = engine
         self.ssl = ssl
         self.loop = loop
         self.share = share
         self.control = control
-        self.sink = sink
+        self.tally = tally
         self.done = done
-        self.tally = Tally(targetCount: engine.targets.count)
         self.deadline = engine.spec.durationNanos.map { control.startAtNanos &+ $0 }
     }
 
@@ -132,10 +177,7 @@ final class FetchSlot: @unchecked Sendable {
         let startAt = self.control.startAtNanos
         let now = MonotonicClock.nowNanos()
         let delay = startAt > now ? Int64(startAt - now) : 0
-        self.loop.scheduleTask(in: .nanoseconds(delay)) {
-            self.nextTick = self.control.nextTick(after: MonotonicClock.nowNanos())
-            self.next()
-        }
+        self.loop.scheduleTask(in: .nanoseconds(delay)) { self.next() }
     }
 
     /// Forgets the connection, then closes it. In that order: a close on the loop runs `channelInactive` at once,
@@ -161,7 +203,7 @@ final class FetchSlot: @unchecked Sendable {
         self.timeoutTimer?.cancel()
         self.timeoutTimer = nil
         self.dropChannel()
-        self.sink.handOver(self.tally)
+        self.tally.slotFinished()
         self.done(WorkerResult(doneAtNanos: MonotonicClock.nowNanos()))
     }
 
@@ -365,12 +407,7 @@ final class FetchSlot: @unchecked Sendable {
             self.dropChannel()
         }
         let end = MonotonicClock.nowNanos()
-        self.tally.record(result, urlIndex: current.urlIndex, latencyNanos: end &- current.start)
-        if end >= self.nextTick {
-            self.sink.handOver(self.tally)
-            self.tally = Tally(targetCount: self.engine.targets.count)
-            self.nextTick = self.control.nextTick(after: end)
-        }
+        self.tally.record(result, urlIndex: current.urlIndex, latencyNanos: end &- current.start, at: end)
         self.next()
     }
 

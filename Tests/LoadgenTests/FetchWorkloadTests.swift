@@ -33,6 +33,27 @@ struct FetchWorkloadTests {
         }
     }
 
+    /// Async slots share one tally per event loop (one histogram per slot cost 270 KB each): with many more slots
+    /// than loops, hand-overs at ticks and at the loops' last finishes still account for every request once.
+    @Test func manyAsyncSlotsShareTheirLoopsTalliesAndLoseNothing() async throws {
+        try await TestHTTPServer.with { server in
+            var request = Self.request([server.url("/delay/60"), server.url("/")], mode: .async, workers: 25, requests: 150)
+            request.intervalNanos = 100_000_000
+            let messages = await RunHarness.perform(request, phases: [.main])
+            let done = try #require(RunHarness.done(messages), "\(messages)")
+            #expect(done.status == .completed)
+            #expect(done.ops == 150)
+            #expect(server.requests == 150)
+            let tally = try RunHarness.tally(messages)
+            #expect(tally.ops == 150)
+            #expect(tally.latency.totalCount == 150)
+            #expect(tally.targets.map(\.ops) == [75, 75])
+            var withOps = 0
+            for case .interval(let i) in messages where i.phase == .main { if try i.tally().ops > 0 { withOps += 1 } }
+            #expect(withOps >= 2, "the run should span several report intervals")
+        }
+    }
+
     @Test(arguments: [ExecutionMode.threads, .async])
     func aFixedServerDelayIsTheMedian(mode: ExecutionMode) async throws {
         try await TestHTTPServer.with { server in

@@ -6,6 +6,9 @@ public struct LoadgenError: Error, Hashable, Sendable, CustomStringConvertible {
         case usage
         /// A request beyond an agent's policy (exit 2).
         case policy
+        /// A request the host cannot carry out: the kernel lacks or refuses what it needs, such as io_uring for
+        /// async writes (exit 2; `--mode all` skips such a mode and says why).
+        case unsupported
         /// An agent could not be reached or did not answer in time (exit 2 before a run starts).
         case unreachable
         /// A handshake failed: wrong or missing secret, version mismatch (exit 2).
@@ -35,13 +38,14 @@ public struct LoadgenError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Whether this error refuses a request before anything started (exit status 2).
     public var isRefusal: Bool {
         switch self.code {
-        case .usage, .policy, .unreachable, .authentication: true
+        case .usage, .policy, .unsupported, .unreachable, .authentication: true
         default: false
         }
     }
 
     public static func usage(_ message: String) -> LoadgenError { LoadgenError(.usage, message) }
     public static func policy(_ message: String) -> LoadgenError { LoadgenError(.policy, message) }
+    public static func unsupported(_ message: String) -> LoadgenError { LoadgenError(.unsupported, message) }
     public static func io(_ message: String) -> LoadgenError { LoadgenError(.io, message) }
     public static func protocolViolation(_ message: String) -> LoadgenError { LoadgenError(.protocolViolation, message) }
 }

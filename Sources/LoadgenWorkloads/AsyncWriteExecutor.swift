@@ -24,7 +24,7 @@ public final class AsyncWriteExecutor: PhaseExecutor {
         var why: UnsafePointer<CChar>?
         let rc = lg_ring_create(&ring, 8, 1, &why)
         guard rc == 0 else {
-            throw .usage("The async mode for writes needs io_uring, which is unavailable here: \(String(cString: why!)) (\(errnoDescription(-rc))).")
+            throw .unsupported("The async mode for writes needs io_uring, which is unavailable here: \(String(cString: why!)) (\(errnoDescription(-rc))).")
         }
         lg_ring_destroy(ring)
     }

@@ -51,7 +51,7 @@ public final class RunController: Sendable {
             // Refused before anything is made: the run directory would be the first side effect.
             do throws(LoadgenError) {
                 if let why = self.context.ioUringDisabled {
-                    throw .usage("The async mode for writes needs io_uring, which is turned off on agent \(self.context.agentID): \(why)")
+                    throw .unsupported("The async mode for writes needs io_uring, which is turned off on agent \(self.context.agentID): \(why)")
                 }
                 try AsyncWriteExecutor.probe()
             } catch {

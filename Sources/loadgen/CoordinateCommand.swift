@@ -144,7 +144,7 @@ struct CoordinateCommand: AsyncParsableCommand {
                     let outcome: RunOutcome
                     do throws(LoadgenError) {
                         outcome = try await session.run(request, observer: renderer, recorder: recorder)
-                    } catch where plan.impliedModes.contains(mode) && error.message.contains("io_uring") {
+                    } catch where plan.impliedModes.contains(mode) && error.code == .unsupported {
                         renderer.note("Skipped the async mode: \(error.message)")
                         continue
                     }

@@ -124,14 +124,12 @@ final class FetchSlot: @unchecked Sendable {
     private let engine: FetchEngine
     private let ssl: NIOSSLContext
     private let loop: any EventLoop
-    private let share: Share
     private let control: WorkerControl
     private let tally: LoopTally
     private let done: @Sendable (WorkerResult) -> Void
 
-    private var k: UInt64 = 0
+    private var schedule: RequestSchedule
     private var finished = false
-    private var deadline: UInt64?
 
     private var channel: (any Channel)?
     /// Where `channel` is connected (its scheme, host and port are what count).
@@ -166,11 +164,10 @@ final class FetchSlot: @unchecked Sendable {
         self.engine = engine
         self.ssl = ssl
         self.loop = loop
-        self.share = share
+        self.schedule = engine.schedule(share: share, control: control)
         self.control = control
         self.tally = tally
         self.done = done
-        self.deadline = engine.spec.durationNanos.map { control.startAtNanos &+ $0 }
     }
 
     func start() {
@@ -211,31 +208,22 @@ final class FetchSlot: @unchecked Sendable {
     private func next() {
         guard !self.finished else { return }
         if self.control.stop.isRequested { return self.finish() }
-        if let count = self.share.count, self.k >= count { return self.finish() }
-        let index = self.share.first &+ self.k &* self.share.stride
         let now = MonotonicClock.nowNanos()
-        var start = now
-        if let interval = self.engine.dueIntervalNanos {
-            let due = self.control.startAtNanos &+ UInt64(Double(index) * interval)
-            if let deadline = self.deadline, due >= deadline { return self.finish() }
-            if due > now {
-                self.loop.scheduleTask(in: .nanoseconds(Int64(due - now))) { self.next() }
-                return
-            }
-            start = due
-        } else if let deadline = self.deadline, now >= deadline {
-            return self.finish()
+        switch self.schedule.step(now: now) {
+        case .done:
+            self.finish()
+        case .wait(let due):
+            self.loop.scheduleTask(in: .nanoseconds(Int64(due - now))) { self.next() }
+        case .send(let urlIndex, let start):
+            self.generation &+= 1
+            self.current = InFlight(
+                urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
+                request: self.engine.requests[urlIndex], redirects: 0, retried: false,
+                parser: HTTPResponseParser(isHead: self.engine.spec.method == .head),
+                timeoutAt: start &+ self.engine.spec.timeoutNanos, generation: self.generation)
+            self.armTimeout(at: start &+ self.engine.spec.timeoutNanos, now: now)
+            self.send()
         }
-        self.k &+= 1
-        let urlIndex = Int(index % UInt64(self.engine.targets.count))
-        self.generation &+= 1
-        self.current = InFlight(
-            urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
-            request: self.engine.requests[urlIndex], redirects: 0, retried: false,
-            parser: HTTPResponseParser(isHead: self.engine.spec.method == .head),
-            timeoutAt: start &+ self.engine.spec.timeoutNanos, generation: self.generation)
-        self.armTimeout(at: start &+ self.engine.spec.timeoutNanos, now: now)
-        self.send()
     }
 
     /// Makes sure the timer fires by `when`: an armed timer that fires earlier re-arms itself when it does.

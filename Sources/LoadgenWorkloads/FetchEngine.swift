@@ -35,53 +35,89 @@ public final class FetchEngine: WorkloadEngine {
 
     public func finishPhase(_ phase: Phase) -> String? { nil }
 
-    /// Nanoseconds between due times under `--rate`.
-    var dueIntervalNanos: Double? { self.spec.rate.map { 1e9 / $0 } }
+    /// The request plan of one worker (or async slot) with this share.
+    func schedule(share: Share, control: WorkerControl) -> RequestSchedule {
+        RequestSchedule(share: share, startAtNanos: control.startAtNanos,
+                        deadline: self.spec.durationNanos.map { control.startAtNanos &+ $0 },
+                        dueInterval: self.spec.rate.map { 1e9 / $0 }, urlCount: UInt64(self.targets.count))
+    }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
         let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls)
         let stop = control.stop
-        let urlCount = UInt64(self.targets.count)
-        let deadline = self.spec.durationNanos.map { control.startAtNanos &+ $0 }
-        let dueInterval = self.dueIntervalNanos
+        var schedule = self.schedule(share: share, control: control)
         var tally = Tally(targetCount: self.targets.count)
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
         var nextTick = control.nextTick(after: MonotonicClock.nowNanos())
-        var k: UInt64 = 0
-        while true {
-            if stop.isRequested { break }
-            if let count = share.count, k >= count { break }
-            let index = share.first &+ k &* share.stride
-            var start = MonotonicClock.nowNanos()
-            if let dueInterval {
-                let due = control.startAtNanos &+ UInt64(Double(index) * dueInterval)
-                if let deadline, due >= deadline { break }
-                if due > start {
-                    // Sleep towards the due time in slices, so a stop is still seen within 100 ms.
-                    while due > MonotonicClock.nowNanos(), !stop.isRequested {
-                        MonotonicClock.sleep(untilNanos: min(due, MonotonicClock.nowNanos() &+ 100_000_000))
-                    }
-                    if stop.isRequested { break }
+        requests: while !stop.isRequested {
+            switch schedule.step(now: MonotonicClock.nowNanos()) {
+            case .done:
+                break requests
+            case .wait(let due):
+                // Sleep towards the due time in slices, so a stop is still seen within 100 ms.
+                MonotonicClock.sleep(untilNanos: min(due, MonotonicClock.nowNanos() &+ 100_000_000))
+            case .send(let urlIndex, let start):
+                let result = client.fetch(self.targets[urlIndex], method: self.spec.method, request: self.requests[urlIndex],
+                                          startNanos: start)
+                let end = MonotonicClock.nowNanos()
+                tally.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
+                if end >= nextTick {
+                    sink.handOver(tally)
+                    tally = Tally(targetCount: self.targets.count)
+                    nextTick = control.nextTick(after: end)
                 }
-                start = due
-            } else if let deadline, start >= deadline {
-                break
             }
-            let urlIndex = Int(index % urlCount)
-            let result = client.fetch(self.targets[urlIndex], method: self.spec.method, request: self.requests[urlIndex],
-                                      startNanos: start)
-            let end = MonotonicClock.nowNanos()
-            tally.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
-            if end >= nextTick {
-                sink.handOver(tally)
-                tally = Tally(targetCount: self.targets.count)
-                nextTick = control.nextTick(after: end)
-            }
-            k &+= 1
         }
         let done = MonotonicClock.nowNanos()
         sink.handOver(tally)
         return WorkerResult(doneAtNanos: done)
+    }
+}
+
+/// The requests one worker (or async slot) sends, in order: the indices of its share, request `i` to URL
+/// `i mod urls`; under `--rate`, each at its due time `start + i / rate`, and none due at or after the deadline.
+struct RequestSchedule {
+    let share: Share
+    let startAtNanos: UInt64
+    let deadline: UInt64?
+    /// Nanoseconds between due times under `--rate`.
+    let dueInterval: Double?
+    let urlCount: UInt64
+    /// Requests sent so far.
+    private var k: UInt64 = 0
+
+    init(share: Share, startAtNanos: UInt64, deadline: UInt64?, dueInterval: Double?, urlCount: UInt64) {
+        self.share = share
+        self.startAtNanos = startAtNanos
+        self.deadline = deadline
+        self.dueInterval = dueInterval
+        self.urlCount = urlCount
+    }
+
+    enum Step: Equatable {
+        /// The share is done, or the deadline has come.
+        case done
+        /// The next request falls due at this instant.
+        case wait(untilNanos: UInt64)
+        /// Send a request to this URL now; its latency runs from `startNanos` (its due time under `--rate`).
+        case send(urlIndex: Int, startNanos: UInt64)
+    }
+
+    /// What to do at `now`; a `send` moves the plan on by one request.
+    mutating func step(now: UInt64) -> Step {
+        if let count = self.share.count, self.k >= count { return .done }
+        let index = self.share.first &+ self.k &* self.share.stride
+        var start = now
+        if let dueInterval = self.dueInterval {
+            let due = self.startAtNanos &+ UInt64(Double(index) * dueInterval)
+            if let deadline = self.deadline, due >= deadline { return .done }
+            if due > now { return .wait(untilNanos: due) }
+            start = due
+        } else if let deadline = self.deadline, now >= deadline {
+            return .done
+        }
+        self.k &+= 1
+        return .send(urlIndex: Int(index % self.urlCount), startNanos: start)
     }
 }
 

@@ -232,3 +232,33 @@ struct FetchWorkloadTests {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }
+
+/// The request plan shared by blocking workers and async slots.
+struct RequestScheduleTests {
+    @Test func aClosedLoopSendsItsShareAtOnceToInterleavedURLs() {
+        var plan = RequestSchedule(share: Share.interleaved(total: 7, workers: 3, worker: 1), startAtNanos: 1000,
+                                   deadline: nil, dueInterval: nil, urlCount: 2)
+        #expect(plan.step(now: 5000) == .send(urlIndex: 1, startNanos: 5000))   // request 1
+        #expect(plan.step(now: 6000) == .send(urlIndex: 0, startNanos: 6000))   // request 4
+        #expect(plan.step(now: 7000) == .done)                                   // 7 is past the total
+    }
+
+    @Test func underARateEachRequestWaitsForItsDueTimeAndLatencyStartsThere() {
+        // 1,000 requests a second from t = 1,000,000: request i is due at 1,000,000 + i ms.
+        var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 2, worker: 1), startAtNanos: 1_000_000,
+                                   deadline: 1_000_000 + 4_000_000, dueInterval: 1_000_000, urlCount: 3)
+        #expect(plan.step(now: 1_500_000) == .wait(untilNanos: 2_000_000))
+        #expect(plan.step(now: 2_000_000) == .send(urlIndex: 1, startNanos: 2_000_000))
+        // Late: sent at once, latency from the due time.
+        #expect(plan.step(now: 9_000_000) == .send(urlIndex: 0, startNanos: 4_000_000))
+        // Request 5 would fall due after the deadline (5 ms): it is not sent.
+        #expect(plan.step(now: 9_000_000) == .done)
+    }
+
+    @Test func aDurationEndsAClosedLoopAtItsDeadline() {
+        var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 1, worker: 0), startAtNanos: 0,
+                                   deadline: 100, dueInterval: nil, urlCount: 1)
+        #expect(plan.step(now: 99) == .send(urlIndex: 0, startNanos: 99))
+        #expect(plan.step(now: 100) == .done)
+    }
+}

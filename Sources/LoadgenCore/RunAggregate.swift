@@ -30,28 +30,10 @@ public struct RunAggregate: Sendable {
         }
 
         mutating func add(_ interval: WireMessage.Interval) throws(LoadgenError) -> IntervalLatency {
-            if let classes = interval.statusClasses, classes.count != 5 {
-                throw .protocolViolation("An interval's status_classes must hold 5 counts (1xx to 5xx); got \(classes.count).")
-            }
+            let counters = try interval.counters()
             // Every successful operation records one latency, so the interval's ops is its histogram's total.
             let read = try self.latency.add(interval.latency, percentiles: [50, 99, 100], expectedTotal: interval.ops)
-            self.totals.latencySumNanos &+= interval.latencySumNanos
-            self.totals.ops &+= interval.ops
-            self.totals.bytes &+= interval.bytes
-            self.totals.errors.merge(interval.errors)
-            for (name, sample) in interval.errorSamples {
-                if let kind = ErrorKind(rawValue: name), self.totals.errorSamples[kind] == nil {
-                    self.totals.errorSamples[kind] = String(sample.prefix(500))
-                }
-            }
-            if let classes = interval.statusClasses { for i in 0..<5 { self.totals.statusClasses[i] &+= classes[i] } }
-            self.totals.redirects &+= interval.redirects ?? 0
-            if let targets = interval.targets {
-                if self.totals.targets.count < targets.count {
-                    self.totals.targets.append(contentsOf: Array(repeating: TargetTally(), count: targets.count - self.totals.targets.count))
-                }
-                for i in targets.indices { self.totals.targets[i].merge(targets[i]) }
-            }
+            self.totals.merge(counters)
             self.intervals += 1
             if interval.elapsedNanos > self.lastElapsedNanos {
                 self.latestOps = interval.ops

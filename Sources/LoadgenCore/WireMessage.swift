@@ -272,6 +272,14 @@ extension WireMessage {
 
         /// The interval as a tally, for merging; a malformed histogram is refused.
         public func tally() throws(LoadgenError) -> Tally {
+            var t = try self.counters()
+            t.latency = try self.latency.histogram()
+            return t
+        }
+
+        /// The interval as a tally without its latency histogram (a coordinator streams that into its own), with the
+        /// exact latency sum; refused whole if any part is malformed.
+        public func counters() throws(LoadgenError) -> Tally {
             var t = Tally()
             t.ops = self.ops
             t.bytes = self.bytes
@@ -279,7 +287,6 @@ extension WireMessage {
             for (name, sample) in self.errorSamples {
                 if let kind = ErrorKind(rawValue: name) { t.errorSamples[kind] = String(sample.prefix(500)) }
             }
-            t.latency = try self.latency.histogram()
             t.latencySumNanos = self.latencySumNanos
             if let classes = self.statusClasses {
                 guard classes.count == 5 else {

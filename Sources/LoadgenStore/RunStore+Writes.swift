@@ -219,13 +219,9 @@ extension RunStore {
 
     func asyncWrite(_ body: @escaping @Sendable (Database) throws -> Void) async throws(LoadgenError) {
         do {
-            try await self.writerForAsync.write(body)
-        } catch let error as LoadgenError {
-            throw error
-        } catch let error as DatabaseError {
-            throw LoadgenError(.store, "The run store failed: \(error.message ?? "\(error.resultCode)").")
+            try await self.writer.write(body)
         } catch {
-            throw LoadgenError(.store, "The run store failed: \(error).")
+            throw self.described(error)
         }
     }
 }

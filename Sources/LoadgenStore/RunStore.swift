@@ -10,12 +10,10 @@ import LoadgenCore
 /// in another process never fails with "database is locked" and never blocks a run (WAL readers do not block the
 /// writer).
 public struct RunStore: Sendable {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter
 
     /// The reader for queries.
     public var reader: any DatabaseReader { self.writer }
-
-    var writerForAsync: any DatabaseWriter { self.writer }
 
     init(_ writer: any DatabaseWriter) throws(LoadgenError) {
         self.writer = writer
@@ -143,12 +141,17 @@ public struct RunStore: Sendable {
     private func described<T>(_ access: () throws -> T) throws(LoadgenError) -> T {
         do {
             return try access()
-        } catch let error as LoadgenError {
-            throw error
-        } catch let error as DatabaseError {
-            throw Self.describe(error, path: self.writer.path)
         } catch {
-            throw LoadgenError(.store, "The run store failed: \(error).")
+            throw self.described(error)
+        }
+    }
+
+    /// What a database access threw, as one sentence naming the store.
+    func described(_ error: any Error) -> LoadgenError {
+        switch error {
+        case let error as LoadgenError: error
+        case let error as DatabaseError: Self.describe(error, path: self.writer.path)
+        default: LoadgenError(.store, "The run store failed: \(error).")
         }
     }
 

@@ -181,67 +181,16 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         }
     }
 
-    /// The same, into a sink the compiler specializes and inlines (the coordinator's merge runs per bucket).
-    /// Two tight loops per chunk rather than one byte at a time through both stages: base64 quads (padding only in
-    /// the last one) into a small stack buffer, then the varints out of it.
+    /// The same, into a sink the compiler specializes and inlines (the coordinator's merge runs per bucket):
+    /// base64 a chunk at a time into a stack buffer, then the varints out of it.
     @inline(__always)
     static func stream<Sink: BucketSink>(_ text: String, into sink: inout Sink) -> Bool {
-        var text = text
-        return text.withUTF8 { input -> Bool in
-            let end = input.count
-            guard end % 4 == 0 else { return false }
-            guard end > 0 else { return true }
-            var parser = BucketParser()
-            let quadsPerChunk = 1024
-            return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 3 * quadsPerChunk) { chunk -> Bool in
-                Base64.reverseTable.withUnsafeBufferPointer { table -> Bool in
-                    let last = end &- 4
-                    var i = 0
-                    while i < end {
-                        var n = 0
-                        let stop = Swift.min(last, i &+ 4 &* (quadsPerChunk &- 1))
-                        // Whole quads: no padding allowed; an invalid character has the table's 0xff, so its
-                        // high bit marks the quad bad.
-                        while i < stop {
-                            let a = table[Int(input[i])], b = table[Int(input[i &+ 1])]
-                            let c = table[Int(input[i &+ 2])], d = table[Int(input[i &+ 3])]
-                            guard (a | b | c | d) & 0x80 == 0 else { return false }
-                            chunk[n] = a << 2 | b >> 4
-                            chunk[n &+ 1] = b << 4 | c >> 2
-                            chunk[n &+ 2] = c << 6 | d
-                            n &+= 3
-                            i &+= 4
-                        }
-                        if i == last {
-                            // The last quad, which may end in one or two "=".
-                            let a = table[Int(input[i])], b = table[Int(input[i &+ 1])]
-                            let c3 = input[i &+ 2], d3 = input[i &+ 3]
-                            guard (a | b) & 0x80 == 0 else { return false }
-                            chunk[n] = a << 2 | b >> 4
-                            n &+= 1
-                            if c3 == UInt8(ascii: "=") {
-                                guard d3 == UInt8(ascii: "=") else { return false }
-                            } else {
-                                let c = table[Int(c3)]
-                                guard c & 0x80 == 0 else { return false }
-                                chunk[n] = b << 4 | c >> 2
-                                n &+= 1
-                                if d3 != UInt8(ascii: "=") {
-                                    let d = table[Int(d3)]
-                                    guard d & 0x80 == 0 else { return false }
-                                    chunk[n] = c << 6 | d
-                                    n &+= 1
-                                }
-                            }
-                            i &+= 4
-                        }
-                        parser.feed(UnsafeBufferPointer(rebasing: chunk[0..<n]), into: &sink)
-                        if parser.bad { return false }
-                    }
-                    return parser.isComplete
-                }
-            }
+        var parser = BucketParser()
+        let decoded = Base64.decode(text) { chunk in
+            parser.feed(chunk, into: &sink)
+            return !parser.bad
         }
+        return decoded && parser.isComplete
     }
 
     /// Hands each (value, count) bucket to `sink`, from the arrays or straight from the encoding; false when the

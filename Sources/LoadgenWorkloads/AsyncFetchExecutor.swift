@@ -78,41 +78,26 @@ public final class AsyncFetchExecutor: PhaseExecutor {
 /// The tally the slots of one event loop record into, handed over at each tick and when the loop's last slot
 /// finishes. Touched only on that loop, so it needs no lock.
 final class LoopTally: @unchecked Sendable {
-    private let engine: FetchEngine
-    private let control: WorkerControl
     private let sink: any TallySink
-    private var tally: Tally
-    private var nextTick: UInt64 = 0
+    private var counts: TickedTally
     /// Slots of this loop that have not finished.
     private var active: Int
 
     init(engine: FetchEngine, control: WorkerControl, sink: any TallySink, slots: Int) {
-        self.engine = engine
-        self.control = control
         self.sink = sink
         self.active = slots
-        self.tally = Tally(targetCount: engine.targets.count)
-        self.nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+        self.counts = TickedTally(control: control, targetCount: engine.targets.count)
     }
 
     func record(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64, at end: UInt64) {
-        self.tally.record(result, urlIndex: urlIndex, latencyNanos: latencyNanos)
-        if end >= self.nextTick {
-            self.handOver()
-            self.nextTick = self.control.nextTick(after: end)
-        }
+        self.counts.tally.record(result, urlIndex: urlIndex, latencyNanos: latencyNanos)
+        self.counts.tick(end, to: self.sink)
     }
 
     /// One of the loop's slots is done; the last one hands over what is left.
     func slotFinished() {
         self.active -= 1
-        if self.active == 0 { self.handOver() }
-    }
-
-    private func handOver() {
-        guard !self.tally.isEmpty else { return }
-        self.sink.handOver(self.tally)
-        self.tally = Tally(targetCount: self.engine.targets.count)
+        if self.active == 0 { self.counts.handOver(to: self.sink) }
     }
 }
 

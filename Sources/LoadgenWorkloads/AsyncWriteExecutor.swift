@@ -87,14 +87,13 @@ private struct RingWorker {
         let reapMax = 1024
         var tags = [UInt64](repeating: 0, count: reapMax)
         var results = [Int32](repeating: 0, count: reapMax)
-        var tally = Tally()
         var failure: String?
         var next: UInt64 = 0
         var inFlight = 0
         let content = UnsafeRawPointer(self.engine.content.baseAddress!)
 
         MonotonicClock.sleep(untilNanos: self.control.startAtNanos)
-        var nextTick = self.control.nextTick(after: MonotonicClock.nowNanos())
+        var counts = TickedTally(control: self.control)
         while true {
             // Fill every free slot with the next file's chain.
             while !self.control.stop.isRequested, next < files, let slot = free.last {
@@ -114,7 +113,7 @@ private struct RingWorker {
                 next &+= 1
                 if queued < 0 {
                     // Never queued (a size beyond the chain's limit): count it and free the slot.
-                    tally.recordError(ErrorKind.fromErrno(-queued), "queuing \(String(cString: cPath)): \(errnoDescription(-queued))")
+                    counts.tally.recordError(ErrorKind.fromErrno(-queued), "queuing \(String(cString: cPath)): \(errnoDescription(-queued))")
                     free.append(slot)
                     continue
                 }
@@ -163,38 +162,34 @@ private struct RingWorker {
                     var code = s.error
                     if code == 0, s.written != s.size { code = EIO }
                     if code == 0 {
-                        tally.ops &+= 1
-                        tally.bytes &+= s.size
-                        tally.recordLatency(now &- s.start)
+                        counts.tally.ops &+= 1
+                        counts.tally.bytes &+= s.size
+                        counts.tally.recordLatency(now &- s.start)
                     } else {
                         let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
                         _ = namer.writePath(of: s.index, into: path(slot), alphabet: alphabet)
                         // The open may have made the file before a later step failed: remove what is not counted.
                         unlinkat(dirFD, p, 0)
                         let kind = ErrorKind.fromErrno(code)
-                        tally.recordError(kind, "creating \(String(cString: p)): \(errnoDescription(code))")
+                        counts.tally.recordError(kind, "creating \(String(cString: p)): \(errnoDescription(code))")
                         if kind.endsWriteRun, failure == nil {
                             failure = WriteEngine.fullMessage(kind, code: code)
                             self.control.stop.request(failure!)
                         }
                     }
                 } else if s.error == 0 {
-                    tally.ops &+= 1
-                    tally.bytes &+= namer.sizeBytes(of: s.index)
-                    tally.recordLatency(now &- s.start)
+                    counts.tally.ops &+= 1
+                    counts.tally.bytes &+= namer.sizeBytes(of: s.index)
+                    counts.tally.recordLatency(now &- s.start)
                 } else if s.error != ENOENT {
                     let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
-                    tally.recordError(ErrorKind.fromErrno(s.error), "removing \(String(cString: p)): \(errnoDescription(s.error))")
+                    counts.tally.recordError(ErrorKind.fromErrno(s.error), "removing \(String(cString: p)): \(errnoDescription(s.error))")
                 }
             }
-            if now >= nextTick {
-                self.sink.handOver(tally)
-                tally = Tally()
-                nextTick = self.control.nextTick(after: now)
-            }
+            counts.tick(now, to: self.sink)
         }
         let done = MonotonicClock.nowNanos()
-        self.sink.handOver(tally)
+        counts.handOver(to: self.sink)
         return WorkerResult(doneAtNanos: done, failure: failure)
     }
 }

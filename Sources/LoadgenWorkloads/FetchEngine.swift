@@ -46,9 +46,8 @@ public final class FetchEngine: WorkloadEngine {
         let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls)
         let stop = control.stop
         var schedule = self.schedule(share: share, control: control)
-        var tally = Tally(targetCount: self.targets.count)
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
-        var nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+        var counts = TickedTally(control: control, targetCount: self.targets.count)
         requests: while !stop.isRequested {
             switch schedule.step(now: MonotonicClock.nowNanos()) {
             case .done:
@@ -60,16 +59,12 @@ public final class FetchEngine: WorkloadEngine {
                 let result = client.fetch(self.targets[urlIndex], method: self.spec.method, request: self.requests[urlIndex],
                                           startNanos: start)
                 let end = MonotonicClock.nowNanos()
-                tally.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
-                if end >= nextTick {
-                    sink.handOver(tally)
-                    tally = Tally(targetCount: self.targets.count)
-                    nextTick = control.nextTick(after: end)
-                }
+                counts.tally.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
+                counts.tick(end, to: sink)
             }
         }
         let done = MonotonicClock.nowNanos()
-        sink.handOver(tally)
+        counts.handOver(to: sink)
         return WorkerResult(doneAtNanos: done)
     }
 }

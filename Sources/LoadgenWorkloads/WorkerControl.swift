@@ -44,6 +44,37 @@ public struct WorkerControl: Sendable {
     }
 }
 
+/// A worker's own tally and when it next hands it over: whole, each time an operation ends past a tick boundary,
+/// and once more at the end.
+public struct TickedTally {
+    public var tally: Tally
+    private var nextTick: UInt64
+    private let control: WorkerControl
+    private let targetCount: Int
+
+    /// Counting from `now` (the phase has started, or is about to).
+    public init(control: WorkerControl, targetCount: Int = 0, now: UInt64 = MonotonicClock.nowNanos()) {
+        self.tally = Tally(targetCount: targetCount)
+        self.nextTick = control.nextTick(after: now)
+        self.control = control
+        self.targetCount = targetCount
+    }
+
+    /// Hands the tally over when `now` (an operation's end) has passed the next tick boundary.
+    @inline(__always)
+    public mutating func tick(_ now: UInt64, to sink: any TallySink) {
+        guard now >= self.nextTick else { return }
+        self.handOver(to: sink)
+        self.nextTick = self.control.nextTick(after: now)
+    }
+
+    /// Hands over what was counted since the last hand-over and starts afresh.
+    public mutating func handOver(to sink: any TallySink) {
+        sink.handOver(self.tally)
+        self.tally = Tally(targetCount: self.targetCount)
+    }
+}
+
 /// How one worker's share of a phase ended.
 public struct WorkerResult: Sendable, Hashable {
     /// When the worker finished, on `CLOCK_MONOTONIC` (nil if it never reported finishing: a lost worker process).

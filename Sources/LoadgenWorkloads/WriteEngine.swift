@@ -68,11 +68,10 @@ public final class WriteEngine: WorkloadEngine {
         let contentLength = UInt64(self.content.count)
         let fsyncEach = self.spec.fsync == .each
         let stop = control.stop
-        var tally = Tally()
         var failure: String?
 
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
-        var nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+        var counts = TickedTally(control: control)
         var index = share.first
         let end = share.first + (share.count ?? 0)
         while index < end {
@@ -101,27 +100,23 @@ public final class WriteEngine: WorkloadEngine {
             }
             let t1 = MonotonicClock.nowNanos()
             if errorCode == 0 {
-                tally.ops &+= 1
-                tally.bytes &+= size
-                tally.recordLatency(t1 &- t0)
+                counts.tally.ops &+= 1
+                counts.tally.bytes &+= size
+                counts.tally.recordLatency(t1 &- t0)
             } else {
                 let kind = ErrorKind.fromErrno(errorCode)
-                tally.recordError(kind, "creating \(String(cString: path)): \(errnoDescription(errorCode))")
+                counts.tally.recordError(kind, "creating \(String(cString: path)): \(errnoDescription(errorCode))")
                 if kind.endsWriteRun {
                     failure = Self.fullMessage(kind, code: errorCode)
                     stop.request(failure!)
                     break
                 }
             }
-            if t1 >= nextTick {
-                sink.handOver(tally)
-                tally = Tally()
-                nextTick = control.nextTick(after: t1)
-            }
+            counts.tick(t1, to: sink)
             index &+= 1
         }
         let done = MonotonicClock.nowNanos()
-        sink.handOver(tally)
+        counts.handOver(to: sink)
         return WorkerResult(doneAtNanos: done, failure: failure)
     }
 
@@ -133,10 +128,9 @@ public final class WriteEngine: WorkloadEngine {
         let namer = self.namer
         let dirFD = self.directory.descriptor
         let stop = control.stop
-        var tally = Tally()
 
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
-        var nextTick = control.nextTick(after: MonotonicClock.nowNanos())
+        var counts = TickedTally(control: control)
         var index = share.first
         let end = share.first + (share.count ?? 0)
         while index < end {
@@ -146,25 +140,21 @@ public final class WriteEngine: WorkloadEngine {
             let result = unlinkat(dirFD, path, 0)
             let t1 = MonotonicClock.nowNanos()
             if result == 0 {
-                tally.ops &+= 1
-                tally.bytes &+= namer.sizeBytes(of: index)
-                tally.recordLatency(t1 &- t0)
+                counts.tally.ops &+= 1
+                counts.tally.bytes &+= namer.sizeBytes(of: index)
+                counts.tally.recordLatency(t1 &- t0)
             } else {
                 let code = errno
                 // A file whose creation failed was never there: nothing to remove, nothing to count.
                 if code != ENOENT {
-                    tally.recordError(ErrorKind.fromErrno(code), "removing \(String(cString: path)): \(errnoDescription(code))")
+                    counts.tally.recordError(ErrorKind.fromErrno(code), "removing \(String(cString: path)): \(errnoDescription(code))")
                 }
             }
-            if t1 >= nextTick {
-                sink.handOver(tally)
-                tally = Tally()
-                nextTick = control.nextTick(after: t1)
-            }
+            counts.tick(t1, to: sink)
             index &+= 1
         }
         let done = MonotonicClock.nowNanos()
-        sink.handOver(tally)
+        counts.handOver(to: sink)
         return WorkerResult(doneAtNanos: done)
     }
 

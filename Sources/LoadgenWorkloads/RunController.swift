@@ -47,6 +47,12 @@ public final class RunController: Sendable {
     /// its coordinator: the run stops and its files stay, since removing them would be load too).
     public func run(commands: AsyncStream<RunCommand>, emit: @escaping @Sendable (WireMessage) async -> Void) async {
         let request = self.request
+        do throws(LoadgenError) {
+            try OpenFileBudget.check(request, agentID: self.context.agentID)
+        } catch {
+            await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
+            return
+        }
         if request.mode == .async, request.workload == .write {
             // Refused before anything is made: the run directory would be the first side effect.
             do throws(LoadgenError) {

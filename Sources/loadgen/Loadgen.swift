@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LoadgenCore
+import LoadgenWorkloads
 
 /// `loadgen`: a distributed load generator for file systems and HTTP endpoints that keeps every run.
 @main
@@ -27,6 +28,7 @@ struct Loadgen: AsyncParsableCommand {
     /// 2 the request was refused before anything started (bad arguments included).
     static func main() async {
         signal(SIGPIPE, SIG_IGN)
+        OpenFileBudget.raiseSoftLimit()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -44,6 +44,25 @@ struct CommandLineTests {
         #expect(out.stderr.contains("speed-up"))
     }
 
+    /// Open files: a run needing more than the hard limit is refused before anything is made; a low soft limit is
+    /// raised to the hard one at start, so the same run then completes.
+    @Test func runsPastTheOpenFileLimitAreRefusedAndASoftLimitIsRaised() async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let env = ["LOADGEN_DB": root + "/db.sqlite"]
+        let run = ["coordinate", "--target", root, "--files", "200", "--mode", "threads", "--workers", "200", "--json"]
+        let refused = try await TestSupport.run(run, environment: env, launcher: ["/usr/bin/prlimit", "--nofile=200:200"])
+        #expect(refused.status == 2, "\(refused.stderr)")
+        #expect(refused.stderr.contains("--workers 200 in threads mode needs about 264 open files"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("its limit is 200 (ulimit -n)"), "\(refused.stderr)")
+        #expect(refused.stdout.isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
+
+        let raised = try await TestSupport.run(run, environment: env, launcher: ["/usr/bin/prlimit", "--nofile=200:"])
+        #expect(raised.status == 0, "\(raised.stderr)")
+        #expect(try Self.jsonLines(raised.stdout).first?["ops"] as? Int == 200)
+    }
+
     @Test func withoutKeepTheRunRemovesItsFilesAndTimesIt() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }

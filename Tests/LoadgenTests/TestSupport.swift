@@ -72,10 +72,14 @@ enum TestSupport {
 
     /// Runs the built binary with a time limit and returns its exit status and output. Waits without blocking a
     /// thread of the (two-thread) cooperative pool, so tests running beside it are not starved.
+    /// - Parameter launcher: a command that runs loadgen, such as `["/usr/bin/prlimit", "--nofile=256"]`.
     static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60,
-                    measuringPeakMemory: Bool = false) async throws -> Output {
+                    measuringPeakMemory: Bool = false, launcher: [String] = []) async throws -> Output {
         let process = Process()
-        if measuringPeakMemory {
+        if let first = launcher.first {
+            process.executableURL = URL(fileURLWithPath: first)
+            process.arguments = Array(launcher.dropFirst()) + [binary] + arguments
+        } else if measuringPeakMemory {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/time")
             process.arguments = ["-f", "loadgen-peak-rss-kib=%M", binary] + arguments
         } else {

@@ -90,7 +90,7 @@ final class LoopTally: @unchecked Sendable {
     }
 
     func record(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64, at end: UInt64) {
-        self.counts.tally.record(result, urlIndex: urlIndex, latencyNanos: latencyNanos)
+        self.counts.record(result, urlIndex: urlIndex, latencyNanos: latencyNanos)
         self.counts.tick(end, to: self.sink)
     }
 

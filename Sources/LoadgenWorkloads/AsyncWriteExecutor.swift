@@ -164,7 +164,7 @@ private struct RingWorker {
                     if code == 0 {
                         counts.tally.ops &+= 1
                         counts.tally.bytes &+= s.size
-                        counts.tally.recordLatency(now &- s.start)
+                        counts.recordLatency(now &- s.start)
                     } else {
                         let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
                         _ = namer.writePath(of: s.index, into: path(slot), alphabet: alphabet)
@@ -180,7 +180,7 @@ private struct RingWorker {
                 } else if s.error == 0 {
                     counts.tally.ops &+= 1
                     counts.tally.bytes &+= namer.sizeBytes(of: s.index)
-                    counts.tally.recordLatency(now &- s.start)
+                    counts.recordLatency(now &- s.start)
                 } else if s.error != ENOENT {
                     let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
                     counts.tally.recordError(ErrorKind.fromErrno(s.error), "removing \(String(cString: p)): \(errnoDescription(s.error))")

@@ -59,7 +59,7 @@ public final class FetchEngine: WorkloadEngine {
                 let result = client.fetch(self.targets[urlIndex], method: self.spec.method, request: self.requests[urlIndex],
                                           startNanos: start)
                 let end = MonotonicClock.nowNanos()
-                counts.tally.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
+                counts.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
                 counts.tick(end, to: sink)
             }
         }
@@ -117,14 +117,14 @@ struct RequestSchedule {
 }
 
 extension Tally {
-    /// Counts one request: a response (by status class, with its latency and body bytes) or a failure of one kind.
+    /// Counts one request: a response (by status class, with its body bytes and per-URL latency) or a failure of one
+    /// kind. True for a response, whose latency the caller then records (``TickedTally/recordLatency(_:)``).
     @inline(__always)
-    mutating func record(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64) {
+    mutating func count(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64) -> Bool {
         switch result {
         case .success(let response):
             self.ops &+= 1
             self.bytes &+= response.bodyBytes
-            self.recordLatency(latencyNanos)
             let statusClass = min(max(response.status / 100, 1), 5) - 1
             self.statusClasses[statusClass] &+= 1
             self.redirects &+= UInt64(response.redirects)
@@ -133,9 +133,11 @@ extension Tally {
             self.targets[urlIndex].latencyNanosSum &+= latencyNanos
             self.targets[urlIndex].latencyNanosMax = Swift.max(self.targets[urlIndex].latencyNanosMax, latencyNanos)
             self.targets[urlIndex].statusClasses[statusClass] &+= 1
+            return true
         case .failure(let failure):
             self.recordError(failure.kind, failure.message)
             self.targets[urlIndex].errors &+= 1
+            return false
         }
     }
 }

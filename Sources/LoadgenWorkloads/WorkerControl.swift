@@ -46,11 +46,21 @@ public struct WorkerControl: Sendable {
 
 /// A worker's own tally and when it next hands it over: whole, each time an operation ends past a tick boundary,
 /// and once more at the end.
+///
+/// Latencies wait in a small buffer and go into the tally's histogram only when it fills; at a hand-over what is
+/// buffered goes to the sink as it is. A latency histogram is 270 KB once written, so a worker recording straight
+/// into its own costs that much: with a thousand threads that each do fewer operations a tick than the buffer
+/// holds (a fetch run at high concurrency), no worker writes a histogram at all and only the sink holds one; a
+/// busy worker fills its own as before, a buffer at a time.
 public struct TickedTally {
+    /// Counts, bytes and errors; latencies go through ``recordLatency(_:)``, never straight into its histogram.
     public var tally: Tally
+    private var recent: [UInt64] = []
     private var nextTick: UInt64
     private let control: WorkerControl
     private let targetCount: Int
+    /// Latencies buffered before they go into the histogram: 8 KB a worker.
+    static let bufferedLatencies = 1024
 
     /// Counting from `now` (the phase has started, or is about to).
     public init(control: WorkerControl, targetCount: Int = 0, now: UInt64 = MonotonicClock.nowNanos()) {
@@ -58,6 +68,26 @@ public struct TickedTally {
         self.nextTick = control.nextTick(after: now)
         self.control = control
         self.targetCount = targetCount
+        self.recent.reserveCapacity(Self.bufferedLatencies)
+    }
+
+    /// Records one operation's latency (its exact sum at once, its histogram bucket when the buffer is flushed).
+    @inline(__always)
+    public mutating func recordLatency(_ nanos: UInt64) {
+        self.tally.latencySumNanos &+= nanos
+        self.recent.append(nanos)
+        if self.recent.count == Self.bufferedLatencies { self.flushLatencies() }
+    }
+
+    /// Counts one request, its latency buffered.
+    @inline(__always)
+    mutating func record(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64) {
+        if self.tally.count(result, urlIndex: urlIndex, latencyNanos: latencyNanos) { self.recordLatency(latencyNanos) }
+    }
+
+    private mutating func flushLatencies() {
+        for nanos in self.recent { self.tally.latency.recordLatency(nanos) }
+        self.recent.removeAll(keepingCapacity: true)
     }
 
     /// Hands the tally over when `now` (an operation's end) has passed the next tick boundary.
@@ -70,7 +100,8 @@ public struct TickedTally {
 
     /// Hands over what was counted since the last hand-over and starts afresh.
     public mutating func handOver(to sink: any TallySink) {
-        sink.handOver(self.tally)
+        self.recent.withUnsafeBufferPointer { sink.handOver(self.tally, latencies: $0) }
+        self.recent.removeAll(keepingCapacity: true)
         self.tally = Tally(targetCount: self.targetCount)
     }
 }
@@ -90,7 +121,26 @@ public struct WorkerResult: Sendable, Hashable {
 
 /// Where workers hand over their tallies at each tick and when they finish.
 public protocol TallySink: Sendable {
-    func handOver(_ tally: Tally)
+    /// Takes `tally` and the latencies recorded since the last hand-over that are not in its histogram yet (their
+    /// sum is already in its `latencySumNanos`).
+    func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>)
+}
+
+extension TallySink {
+    /// Takes a tally whose latencies are all in its histogram.
+    public func handOver(_ tally: Tally) {
+        self.handOver(tally, latencies: UnsafeBufferPointer(start: nil, count: 0))
+    }
+}
+
+extension Tally {
+    /// This tally with `latencies` recorded into its histogram.
+    func adding(_ latencies: UnsafeBufferPointer<UInt64>) -> Tally {
+        guard !latencies.isEmpty else { return self }
+        var tally = self
+        for nanos in latencies { tally.latency.recordLatency(nanos) }
+        return tally
+    }
 }
 
 /// The in-process sink: hand-overs merge into one pending tally that the reporter takes each interval.
@@ -104,9 +154,12 @@ public final class TallyMailbox: TallySink {
         self.pending = Mutex(Tally(targetCount: targetCount))
     }
 
-    public func handOver(_ tally: Tally) {
-        guard !tally.isEmpty else { return }
-        self.pending.withLock { $0.merge(tally) }
+    public func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
+        guard !tally.isEmpty || !latencies.isEmpty else { return }
+        self.pending.withLock { pending in
+            pending.merge(tally)
+            for nanos in latencies { pending.latency.recordLatency(nanos) }
+        }
     }
 
     /// Everything handed over since the last call.

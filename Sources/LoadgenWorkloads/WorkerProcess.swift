@@ -129,7 +129,8 @@ final class FrameSink: TallySink {
 
     var ops: UInt64 { self.state.withLock { $0.ops } }
 
-    func handOver(_ tally: Tally) {
+    func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
+        let tally = tally.adding(latencies)
         let seq = self.state.withLock { state in
             state.ops &+= tally.ops
             defer { state.seq += 1 }

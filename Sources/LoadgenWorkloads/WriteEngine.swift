@@ -102,7 +102,7 @@ public final class WriteEngine: WorkloadEngine {
             if errorCode == 0 {
                 counts.tally.ops &+= 1
                 counts.tally.bytes &+= size
-                counts.tally.recordLatency(t1 &- t0)
+                counts.recordLatency(t1 &- t0)
             } else {
                 let kind = ErrorKind.fromErrno(errorCode)
                 counts.tally.recordError(kind, "creating \(String(cString: path)): \(errnoDescription(errorCode))")
@@ -142,7 +142,7 @@ public final class WriteEngine: WorkloadEngine {
             if result == 0 {
                 counts.tally.ops &+= 1
                 counts.tally.bytes &+= namer.sizeBytes(of: index)
-                counts.tally.recordLatency(t1 &- t0)
+                counts.recordLatency(t1 &- t0)
             } else {
                 let code = errno
                 // A file whose creation failed was never there: nothing to remove, nothing to count.

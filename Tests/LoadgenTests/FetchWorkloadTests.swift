@@ -278,3 +278,36 @@ struct OpenFileBudgetTests {
         #expect(throws: LoadgenError.self) { try OpenFileBudget.check(Self.request(.processes, workers: 400), agentID: "a", limit: 1024) }
     }
 }
+
+/// A worker's tally: latencies buffered, then into the histogram; nothing lost at a tick or at the end.
+struct TickedTallyTests {
+    final class Collect: TallySink, @unchecked Sendable {
+        let got = Locked<[Tally]>([])
+        func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
+            self.got.withLock { $0.append(tally.adding(latencies)) }
+        }
+    }
+
+    @Test func latenciesAreBufferedThenHandedOverExactly() {
+        let control = WorkerControl(stop: StopSignal(), startAtNanos: 0, tickNanos: 1_000_000_000)
+        let sink = Collect()
+        var counts = TickedTally(control: control, now: 0)
+        for i in 1...10 { counts.tally.ops &+= 1; counts.recordLatency(UInt64(i) * 1000) }
+        // A slow worker's few latencies wait in the buffer: its histogram is never written.
+        #expect(counts.tally.latency.totalCount == 0)
+        counts.tick(500_000_000, to: sink)
+        #expect(sink.got.value.isEmpty)
+        counts.tick(1_000_000_000, to: sink)
+        // A busy worker's latencies fill its histogram a buffer at a time; the rest go over with the tally.
+        for i in 1...1000 { counts.tally.ops &+= 1; counts.recordLatency(UInt64(i)) }
+        for i in 1...2000 { counts.tally.ops &+= 1; counts.recordLatency(UInt64(i)) }
+        #expect(counts.tally.latency.totalCount == UInt64(3000 / TickedTally.bufferedLatencies * TickedTally.bufferedLatencies))
+        counts.handOver(to: sink)
+        let got = sink.got.value
+        #expect(got.count == 2)
+        #expect(got.map(\.latency.totalCount) == [10, 3000])
+        #expect(got.map(\.latencySumNanos) == [55_000, 500_500 + 2_001_000])
+        #expect(got[0].latency.maxRecorded == 10_000)
+        #expect(got.map(\.ops) == [10, 3000])
+    }
+}

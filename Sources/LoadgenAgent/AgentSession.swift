@@ -125,7 +125,7 @@ public final class AgentSession: Sendable {
             }
             stage = .ready
             shared.ready.store(true, ordering: .relaxed)
-            return await send(.ready(.init(policy: configuration.policy.summary)))
+            return await send(.ready(.init(policy: configuration.policy.summary, openFileLimit: OpenFileBudget.currentLimit)))
 
         case (.awaitingHello, _), (.awaitingAuth, _):
             return await fail(.authentication, "A \(message.kind.rawValue) message arrived before the handshake finished.")

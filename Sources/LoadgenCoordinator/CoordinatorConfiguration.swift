@@ -41,6 +41,8 @@ public struct ConnectedAgent: Sendable, Hashable {
     public var cores: Int
     public var loadgenVersion: String
     public var policy: AgentPolicySummary
+    /// How many files the agent may hold open (nil: it did not say).
+    public var openFileLimit: UInt64?
     /// The shortest of the handshake's ping round trips.
     public var rttNanos: UInt64
     /// The agent's wall clock minus the coordinator's, estimated at that round trip (recorded, never used to time).

@@ -135,6 +135,7 @@ public final class CoordinatorSession {
         let nonces = (0..<count).map { _ in Handshake.makeNonce() }
         var welcomes: [WireMessage.Welcome?] = Array(repeating: nil, count: count)
         var policies: [AgentPolicySummary?] = Array(repeating: nil, count: count)
+        var openFileLimits: [UInt64?] = Array(repeating: nil, count: count)
         for (index, link) in self.links.enumerated() {
             let hello = WireMessage.Hello(loadgenVersion: self.configuration.loadgenVersion,
                                           coordinatorHost: self.configuration.host, nonce: nonces[index])
@@ -170,6 +171,7 @@ public final class CoordinatorSession {
                 _ = await self.links[index].send(.auth(.init(proof: welcome.authRequired ? proof : nil)))
             case .message(let index, .ready(let ready)):
                 policies[index] = ready.policy
+                openFileLimits[index] = ready.openFileLimit
                 self.authenticated.withLock { $0[index] = true }
             case .message(let index, .failure(let failure)):
                 throw LoadgenError(failure.code == .protocolViolation ? .protocolViolation : .authentication,
@@ -229,7 +231,8 @@ public final class CoordinatorSession {
             let welcome = welcomes[index]!
             return ConnectedAgent(index: index, address: self.links[index].address, agentID: welcome.agentID,
                                   host: welcome.host, cores: welcome.cores, loadgenVersion: welcome.loadgenVersion,
-                                  policy: policies[index]!, rttNanos: best[index]?.rtt ?? 0,
+                                  policy: policies[index]!, openFileLimit: openFileLimits[index],
+                                  rttNanos: best[index]?.rtt ?? 0,
                                   clockOffsetNanos: best[index]?.offset ?? 0)
         }
         let ids = self.agents.map(\.agentID)

@@ -39,7 +39,7 @@ public enum WireMessage: Sendable, Hashable {
     case failure(Failure)
 
     /// The version of this protocol; a peer speaking another is refused at the handshake.
-    public static let protocolVersion = 1
+    public static let protocolVersion = 2
 
     /// The `type` field of each case.
     public enum Kind: String, CaseIterable, Sendable, Codable {
@@ -143,7 +143,13 @@ extension WireMessage {
     /// Agent → coordinator: authenticated; the agent's policy, for the record.
     public struct Ready: Codable, Sendable, Hashable {
         public var policy: AgentPolicySummary
-        public init(policy: AgentPolicySummary) { self.policy = policy }
+        /// How many files the agent's process may hold open (its `ulimit -n`, already raised to the hard limit), so
+        /// the coordinator can refuse every planned mode that would need more before the first one runs.
+        public var openFileLimit: UInt64?
+        public init(policy: AgentPolicySummary, openFileLimit: UInt64? = nil) {
+            self.policy = policy
+            self.openFileLimit = openFileLimit
+        }
     }
 
     public struct Ping: Codable, Sendable, Hashable {

@@ -221,7 +221,11 @@ extension RunStore {
         do {
             try await self.writer.write(body)
         } catch {
-            throw self.described(error)
+            // The store opened, and runs may already have happened: whatever fails now is the store's failure, not
+            // a refusal of the request.
+            let described = self.described(error)
+            guard described.code != .store, let error = error as? DatabaseError else { throw described }
+            throw LoadgenError(.store, "The run store '\(self.writer.path)' failed: \(error.message ?? "\(error.resultCode)").")
         }
     }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import LoadgenCore
+import NIOCore
 
 /// Open files a run needs on one host against the process's limit (`ulimit -n`).
 ///
@@ -26,24 +27,37 @@ public enum OpenFileBudget {
     }
 
     /// The soft limit in force.
-    static var currentLimit: UInt64 {
+    public static var currentLimit: UInt64 {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return UInt64.max }
         return UInt64(limit.rlim_cur)
     }
 
-    /// The descriptors `request` needs in this process at once: one per worker (a file being written, a connection,
-    /// an io_uring slot), three per worker process (its pipes), plus the reserve.
-    static func needed(by request: RunRequest) -> UInt64 {
-        let perWorker: UInt64 = request.mode == .processes ? 3 : 1
-        return UInt64(Self.reserve) + perWorker * UInt64(max(0, request.workers))
+    /// The descriptors `request` needs at once in the agent's process on a host with `cores` cores, and what each
+    /// worker holds. Async writes hold none (files open into io_uring's own table), but that table's slots, one per
+    /// file in flight, may not exceed the limit either.
+    static func needed(by request: RunRequest, cores: Int) -> (files: UInt64, each: String) {
+        let workers = UInt64(max(0, request.workers))
+        switch (request.mode, request.workload) {
+        case (.processes, _):
+            return (UInt64(Self.reserve) + 3 * workers, "three pipes per worker process")
+        case (.async, .write):
+            return (max(UInt64(Self.reserve), workers), "an io_uring slot per file in flight")
+        case (.async, .fetch):
+            // Each event loop (one per core) holds an epoll, an eventfd and a timerfd.
+            return (UInt64(Self.reserve) + workers + 3 * UInt64(max(1, cores)), "a connection per worker")
+        case (_, .write):
+            return (UInt64(Self.reserve) + workers, "a file being written per worker")
+        case (_, .fetch):
+            return (UInt64(Self.reserve) + workers, "a connection per worker")
+        }
     }
 
-    /// Refuses a request that needs more open files than this process may have.
-    static func check(_ request: RunRequest, agentID: String, limit: UInt64 = OpenFileBudget.currentLimit) throws(LoadgenError) {
-        let needed = Self.needed(by: request)
+    /// Refuses a request that needs more open files than a process limited to `limit` may have.
+    public static func check(_ request: RunRequest, agentID: String, cores: Int = System.coreCount,
+                             limit: UInt64 = OpenFileBudget.currentLimit) throws(LoadgenError) {
+        let (needed, each) = Self.needed(by: request, cores: cores)
         guard needed > limit else { return }
-        let each = request.mode == .processes ? "three (a worker process's pipes)" : "one"
-        throw .usage("--workers \(request.workers) in \(request.mode.rawValue) mode needs about \(needed) open files on agent \(agentID) (\(each) per worker and \(Self.reserve) to spare), but its limit is \(limit) (ulimit -n); raise the limit or use fewer workers.")
+        throw .usage("--workers \(request.workers) in \(request.mode.rawValue) mode needs about \(needed) open files on agent \(agentID) (\(each), and \(Self.reserve) to spare), but its limit is \(limit) (ulimit -n); raise the limit or use fewer workers.")
     }
 }

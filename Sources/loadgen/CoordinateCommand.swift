@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LoadgenAgent
 import LoadgenCore
+import LoadgenWorkloads
 import LoadgenCoordinator
 import LoadgenStore
 import LoadgenWire
@@ -137,6 +138,15 @@ struct CoordinateCommand: AsyncParsableCommand {
             try await CoordinatorSession.with(links: links, configuration: coordinatorConfiguration,
                                               interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
                 let agents = try await session.connect()
+                // Every planned mode against every agent's open-file limit before the first run, so a comparison is
+                // refused whole rather than stopped half-way.
+                for mode in plan.modes {
+                    let request = plan.makeRequest(mode, "check")
+                    for agent in agents {
+                        guard let limit = agent.openFileLimit else { continue }
+                        try OpenFileBudget.check(request, agentID: agent.agentID, cores: agent.cores, limit: limit)
+                    }
+                }
                 renderer.connected(agents)
                 var outcomes: [RunOutcome] = []
                 for mode in plan.modes where !session.interrupted {

@@ -61,6 +61,18 @@ struct CommandLineTests {
         let raised = try await TestSupport.run(run, environment: env, launcher: ["/usr/bin/prlimit", "--nofile=200:"])
         #expect(raised.status == 0, "\(raised.stderr)")
         #expect(try Self.jsonLines(raised.stdout).first?["ops"] as? Int == 200)
+
+        // A comparison whose later mode needs more (three pipes per worker process) is refused whole, before its
+        // first mode runs.
+        let compare = ["coordinate", "--target", root, "--files", "100", "--mode", "threads,processes", "--workers", "100", "--json"]
+        let partial = try await TestSupport.run(compare, environment: env, launcher: ["/usr/bin/prlimit", "--nofile=200:200"])
+        #expect(partial.status == 2, "\(partial.stderr)")
+        #expect(partial.stderr.contains("--workers 100 in processes mode needs about 364 open files"), "\(partial.stderr)")
+        #expect(partial.stdout.isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
+        let history = try await TestSupport.run(["history", "--json"], environment: env)
+        let runs = try JSONSerialization.jsonObject(with: Data(history.stdout.utf8)) as? [Any]
+        #expect(runs?.count == 1, "only the run that was allowed: \(history.stdout)")
     }
 
     @Test func withoutKeepTheRunRemovesItsFilesAndTimesIt() async throws {

@@ -265,15 +265,18 @@ struct RequestScheduleTests {
 
 /// The open files a run needs, against a given limit.
 struct OpenFileBudgetTests {
-    static func request(_ mode: ExecutionMode, workers: Int) -> RunRequest {
-        RunRequest(runID: "o", fetch: FetchSpec(urls: ["http://127.0.0.1:1/"]), mode: mode, workers: workers, seed: 1)
+    static func request(_ mode: ExecutionMode, workers: Int, write: Bool = false) -> RunRequest {
+        write ? RunRequest(runID: "o", write: WriteSpec(target: "/tmp", files: 10), mode: mode, workers: workers, seed: 1)
+            : RunRequest(runID: "o", fetch: FetchSpec(urls: ["http://127.0.0.1:1/"]), mode: mode, workers: workers, seed: 1)
     }
 
-    @Test func oneFilePerWorkerAndThreePerWorkerProcessPlusAReserve() throws {
-        #expect(OpenFileBudget.needed(by: Self.request(.async, workers: 1000)) == 1064)
-        #expect(OpenFileBudget.needed(by: Self.request(.threads, workers: 900)) == 964)
-        #expect(OpenFileBudget.needed(by: Self.request(.processes, workers: 400)) == 1264)
+    @Test func aFilePerWorkerThreePerProcessLoopsForAsyncFetchAndSlotsForAsyncWrites() throws {
+        #expect(OpenFileBudget.needed(by: Self.request(.async, workers: 1000), cores: 4).files == 1000 + 64 + 12)
+        #expect(OpenFileBudget.needed(by: Self.request(.threads, workers: 900), cores: 4).files == 964)
+        #expect(OpenFileBudget.needed(by: Self.request(.processes, workers: 400), cores: 4).files == 1264)
+        #expect(OpenFileBudget.needed(by: Self.request(.async, workers: 1000, write: true), cores: 4).files == 1000)
         try OpenFileBudget.check(Self.request(.threads, workers: 900), agentID: "a", limit: 1024)
+        try OpenFileBudget.check(Self.request(.async, workers: 1000, write: true), agentID: "a", limit: 1024)
         #expect(throws: LoadgenError.self) { try OpenFileBudget.check(Self.request(.async, workers: 1000), agentID: "a", limit: 1024) }
         #expect(throws: LoadgenError.self) { try OpenFileBudget.check(Self.request(.processes, workers: 400), agentID: "a", limit: 1024) }
     }

@@ -13,10 +13,13 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     let engine: FetchEngine
     let slots: Int
     let sslContext: NIOSSLContext
+    /// Each target's request, made once and shared by every slot (written as is: no copy per request).
+    let requests: [ByteBuffer]
 
     public init(engine: FetchEngine, slots: Int) throws(LoadgenError) {
         self.engine = engine
         self.slots = slots
+        self.requests = engine.requests.map { ByteBuffer(bytes: $0) }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         if engine.spec.insecureTLS {
@@ -46,7 +49,8 @@ public final class AsyncFetchExecutor: PhaseExecutor {
             for index in 0..<self.slots {
                 let share = self.engine.share(phase: phase, worker: index, of: self.slots)
                 let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, loop: loopList[index % loopList.count],
-                                     share: share, control: control, tally: tallies[index % loopList.count]) { result in
+                                     share: share, requests: self.requests, control: control,
+                                     tally: tallies[index % loopList.count]) { result in
                     let finished: [WorkerResult]? = state.withLock { state in
                         state.results[index] = result
                         state.remaining -= 1
@@ -107,6 +111,7 @@ import Foundation
 final class FetchSlot: @unchecked Sendable {
     // Every property below is read and written only on `loop` (start/abort hop onto it): the loop is the lock.
     private let engine: FetchEngine
+    private let requests: [ByteBuffer]
     private let ssl: NIOSSLContext
     private let loop: any EventLoop
     private let control: WorkerControl
@@ -128,7 +133,7 @@ final class FetchSlot: @unchecked Sendable {
         var start: UInt64
         var target: TargetURL
         var method: HTTPMethod
-        var request: [UInt8]
+        var request: ByteBuffer
         var redirects: Int
         var retried: Bool
         var parser: HTTPResponseParser
@@ -144,9 +149,10 @@ final class FetchSlot: @unchecked Sendable {
     private var timeoutTimer: Scheduled<Void>?
     private var timeoutTimerAt: UInt64 = 0
 
-    init(engine: FetchEngine, ssl: NIOSSLContext, loop: any EventLoop, share: Share, control: WorkerControl,
-         tally: LoopTally, done: @escaping @Sendable (WorkerResult) -> Void) {
+    init(engine: FetchEngine, ssl: NIOSSLContext, loop: any EventLoop, share: Share, requests: [ByteBuffer],
+         control: WorkerControl, tally: LoopTally, done: @escaping @Sendable (WorkerResult) -> Void) {
         self.engine = engine
+        self.requests = requests
         self.ssl = ssl
         self.loop = loop
         self.schedule = engine.schedule(share: share, control: control)
@@ -203,7 +209,7 @@ final class FetchSlot: @unchecked Sendable {
             self.generation &+= 1
             self.current = InFlight(
                 urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
-                request: self.engine.requests[urlIndex], redirects: 0, retried: false,
+                request: self.requests[urlIndex], redirects: 0, retried: false,
                 parser: HTTPResponseParser(isHead: self.engine.spec.method == .head),
                 timeoutAt: start &+ self.engine.spec.timeoutNanos, generation: self.generation)
             self.armTimeout(at: start &+ self.engine.spec.timeoutNanos, now: now)
@@ -276,11 +282,9 @@ final class FetchSlot: @unchecked Sendable {
             }
     }
 
-    private func write(_ request: [UInt8], on channel: any Channel) {
-        var buffer = channel.allocator.buffer(capacity: request.count)
-        buffer.writeBytes(request)
+    private func write(_ request: ByteBuffer, on channel: any Channel) {
         let generation = self.current?.generation
-        channel.writeAndFlush(buffer).whenFailure { error in
+        channel.writeAndFlush(request).whenFailure { error in
             guard self.current?.generation == generation else { return }
             self.connectionFailed(FetchFailure(.write, "writing the request failed: \(error)"))
         }
@@ -359,7 +363,7 @@ final class FetchSlot: @unchecked Sendable {
         case .success(let hop)?:
             current.target = hop.target
             current.method = hop.method
-            current.request = hop.request
+            current.request = ByteBuffer(bytes: hop.request)
             current.redirects = hop.redirects
             current.parser = HTTPResponseParser(isHead: current.method == .head)
             current.retried = false

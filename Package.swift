@@ -7,7 +7,7 @@ import PackageDescription
 //     ├── LoadgenCoordinator ── LoadgenStore ── GRDB
 //     ├── LoadgenAgent
 //     │     └── LoadgenWorkloads ── CLoadgen (C: clocks, io_uring), Subprocess, NIO
-//     └── LoadgenWire (NIO framing, handshake, HMAC over the system libcrypto)
+//     └── LoadgenWire (NIO framing, handshake, HMAC over the system libcrypto, mutual TLS)
 //           └── LoadgenCore (specs, metrics, wire messages, pure state; no I/O)
 
 let swiftSettings: [SwiftSetting] = [
@@ -51,7 +51,7 @@ let package = Package(
         ),
         .target(
             name: "LoadgenWire",
-            dependencies: ["LoadgenCore", "COpenSSL", nioCore],
+            dependencies: ["LoadgenCore", "COpenSSL", nioCore, .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -21,6 +21,8 @@ public struct AgentServer: Sendable {
     /// A source address with this many failed handshakes within ``failedHandshakeWindowNanos`` is refused at once.
     public var maxFailedHandshakes = 5
     public var failedHandshakeWindowNanos: UInt64 = 1_000_000_000
+    /// Mutual TLS on every connection (nil: plain TCP).
+    public var tls: ControlTLS?
 
     public init(configuration: AgentConfiguration, host: String, port: Int, logger: Logger) {
         self.configuration = configuration
@@ -35,8 +37,9 @@ public struct AgentServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: self.host, port: self.port) { channel in
+            .bind(host: self.host, port: self.port) { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try tls?.addHandler(to: channel.pipeline.syncOperations)
                     try channel.pipeline.syncOperations.addWireCodec()
                     return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                 }

@@ -12,6 +12,12 @@ public protocol AgentLink: Sendable {
     var inbound: AsyncStream<WireMessage> { get }
     /// Closes the connection (ends ``inbound``).
     func close()
+    /// Why the connection ended, when the link knows more than that it closed (a TLS failure, say).
+    var closeReason: String? { get }
+}
+
+extension AgentLink {
+    public var closeReason: String? { nil }
 }
 
 /// An agent in this process: an ``AgentSession`` with in-memory queues instead of a socket.

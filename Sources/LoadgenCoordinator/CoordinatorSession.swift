@@ -182,7 +182,7 @@ public final class CoordinatorSession {
             case .message(let index, let other):
                 throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) during the handshake.")
             case .closed(let index):
-                throw LoadgenError(.unreachable, "Agent \(self.links[index].address) closed the connection during the handshake.")
+                throw LoadgenError(.unreachable, "Agent \(self.links[index].address) closed the connection during the handshake" + (self.links[index].closeReason.map { ": \($0)." } ?? "."))
             case .interrupt:
                 throw LoadgenError(.aborted, "Interrupted while connecting to the agents.")
             case .tick:
@@ -217,7 +217,7 @@ public final class CoordinatorSession {
                 case .message(let index, let other):
                     throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) instead of pong.")
                 case .closed(let index):
-                    throw LoadgenError(.unreachable, "Agent \(self.links[index].address) closed the connection during the handshake.")
+                    throw LoadgenError(.unreachable, "Agent \(self.links[index].address) closed the connection during the handshake" + (self.links[index].closeReason.map { ": \($0)." } ?? "."))
                 case .interrupt:
                     throw LoadgenError(.aborted, "Interrupted while connecting to the agents.")
                 case .tick:

@@ -11,9 +11,14 @@ public final class RemoteAgentLink: AgentLink {
     /// no task hop per message, which mattered with hundreds of agents' heartbeats.
     private let channel: any Channel
     private let closed: AsyncStream<Void>.Continuation
+    private let reason = Locked<String?>(nil)
+    private let heardFrom = Locked(false)
+    private let usesTLS: Bool
 
-    init(address: String, inbound: AsyncStream<WireMessage>, channel: any Channel, closed: AsyncStream<Void>.Continuation) {
+    init(address: String, inbound: AsyncStream<WireMessage>, channel: any Channel, closed: AsyncStream<Void>.Continuation,
+         usesTLS: Bool) {
         self.address = address
+        self.usesTLS = usesTLS
         self.inbound = inbound
         self.channel = channel
         self.closed = closed
@@ -29,10 +34,19 @@ public final class RemoteAgentLink: AgentLink {
         self.closed.finish()
     }
 
+    public var closeReason: String? {
+        if let reason = self.reason.value { return reason }
+        guard !self.heardFrom.value else { return nil }
+        // An agent answers hello with welcome: closing before any answer is the transport's doing.
+        return self.usesTLS
+            ? "it sent nothing back"
+            : "it sent nothing back (an agent started with --tls-cert needs the coordinator to give --tls-cert, --tls-key and --tls-ca too; one refusing this address after failed handshakes does the same)"
+    }
+
     /// Connects to every agent (all at once, each within `connectTimeoutNanos`), runs `body` with the links, and
     /// closes them after. An agent that cannot be reached refuses the whole request, naming it.
     public static func with<R: Sendable>(
-        addresses: [AgentAddress], connectTimeoutNanos: UInt64 = 5_000_000_000,
+        addresses: [AgentAddress], tls: ControlTLS? = nil, connectTimeoutNanos: UInt64 = 5_000_000_000,
         _ body: @Sendable ([any AgentLink]) async throws -> R
     ) async throws -> R {
         let channels = try await withThrowingTaskGroup(of: (Int, NIOAsyncChannel<WireMessage, WireMessage>).self) { group in
@@ -47,6 +61,7 @@ public final class RemoteAgentLink: AgentLink {
                                 minimum: 4096, initial: 32768, maximum: 262_144))
                             .connect(host: address.host, port: address.port) { channel in
                                 channel.eventLoop.makeCompletedFuture {
+                                    try tls?.addHandler(to: channel.pipeline.syncOperations, host: address.host)
                                     try channel.pipeline.syncOperations.addWireCodec()
                                     return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                                 }
@@ -72,16 +87,23 @@ public final class RemoteAgentLink: AgentLink {
             for (address, channel) in zip(addresses, channels) {
                 let (inbound, inboundContinuation) = AsyncStream.makeStream(of: WireMessage.self)
                 let (closed, closedContinuation) = AsyncStream.makeStream(of: Void.self)
-                links.append(RemoteAgentLink(address: address.description, inbound: inbound, channel: channel.channel,
-                                             closed: closedContinuation))
+                let link = RemoteAgentLink(address: address.description, inbound: inbound, channel: channel.channel,
+                                           closed: closedContinuation, usesTLS: tls != nil)
+                links.append(link)
                 group.addTask {
                     try? await channel.executeThenClose { channelInbound, _ in
                         await withTaskGroup(of: Void.self) { pair in
                             pair.addTask {
                                 do {
-                                    for try await message in channelInbound { inboundContinuation.yield(message) }
+                                    for try await message in channelInbound {
+                                        link.heardFrom.withLock { $0 = true }
+                                        inboundContinuation.yield(message)
+                                    }
                                 } catch {
                                     // A broken frame or a reset: the link is over; the coordinator sees it close.
+                                    if ControlTLS.isTLSError(error) {
+                                        link.reason.withLock { $0 = ControlTLS.explain(error) }
+                                    }
                                 }
                             }
                             pair.addTask {

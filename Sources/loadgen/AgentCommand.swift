@@ -23,6 +23,11 @@ struct AgentCommand: AsyncParsableCommand {
               openssl rand -hex 32 > /etc/loadgen.secret && chmod 600 /etc/loadgen.secret
               loadgen agent --listen 0.0.0.0:7420 --secret-file /etc/loadgen.secret --allow-root /data
               loadgen agent --insecure                     loopback only, for trying things out
+              loadgen agent --listen 0.0.0.0:7420 --secret-file s --tls-cert agent.pem --tls-key agent.key --tls-ca ca.pem
+
+            With --tls-cert, --tls-key and --tls-ca the link is mutual TLS: only a coordinator whose certificate the CA
+            signed gets in, and coordinators must give the same three options (their --tls-ca must have signed this
+            agent's certificate, which must name the address coordinators dial in its subjectAltName).
             """
     )
 
@@ -60,11 +65,15 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Refuse async write runs here instead of using io_uring.")
     var noIoUring = false
 
+    @OptionGroup(title: "Mutual TLS (encrypts the link; the secret is still proved inside it)")
+    var tls: TLSOptions
+
     struct Settings {
         var address: AgentAddress
         var prover: SharedSecret?
         var policy: AgentPolicy
         var agentID: String
+        var tls: ControlTLS?
     }
 
     func settings() throws(LoadgenError) -> Settings {
@@ -107,7 +116,7 @@ struct AgentCommand: AsyncParsableCommand {
         return Settings(address: address, prover: prover,
                         policy: AgentPolicy(allowedRoots: roots, maxFiles: self.maxFiles, maxBytes: maxBytes,
                                             maxWorkers: self.maxWorkers, maxDurationNanos: maxDuration, maxRate: self.maxRate),
-                        agentID: agentID)
+                        agentID: agentID, tls: try self.tls.load(server: true))
     }
 
     func validate() throws {
@@ -128,8 +137,10 @@ struct AgentCommand: AsyncParsableCommand {
             loadgenVersion: Loadgen.version, policy: settings.policy, prover: settings.prover,
             workerExecutable: HostEnvironment.executablePath,
             ioUringDisabled: self.noIoUring ? "the agent was started with --no-io-uring." : nil)
-        let server = AgentServer(configuration: configuration, host: settings.address.host, port: settings.address.port,
-                                 logger: logger)
+        var configured = AgentServer(configuration: configuration, host: settings.address.host, port: settings.address.port,
+                                     logger: logger)
+        configured.tls = settings.tls
+        let server = configured
         let signals = HostEnvironment.terminations()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

@@ -54,6 +54,7 @@ struct CoordinateCommand: AsyncParsableCommand {
         do {
             _ = try self.plan()
             _ = try self.agents.secret()
+            _ = try self.agents.tlsSettings()
             if self.agents.isRemote { _ = try self.agents.addresses() }
         } catch {
             throw ValidationError(error.message)
@@ -126,6 +127,7 @@ struct CoordinateCommand: AsyncParsableCommand {
         let renderer = Renderer(json: self.run.json)
         let secret = try self.agents.secret()
         let remote = self.agents.isRemote ? try self.agents.addresses() : nil
+        let tls = try self.agents.tlsSettings()
         let agentConfiguration = AgentConfiguration(
             agentID: HostEnvironment.hostName, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
             loadgenVersion: Loadgen.version, policy: .embedded, prover: nil,
@@ -166,7 +168,7 @@ struct CoordinateCommand: AsyncParsableCommand {
         }
         let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
             if let remote {
-                return try await RemoteAgentLink.with(addresses: remote) { links in try await session(links, recorder) }
+                return try await RemoteAgentLink.with(addresses: remote, tls: tls) { links in try await session(links, recorder) }
             }
             return try await EmbeddedAgentLink.with(configuration: agentConfiguration) { link in
                 try await session([link], recorder)
@@ -354,6 +356,17 @@ struct AgentOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("File holding the secret shared with the agents (mode 0600).", valueName: "FILE"))
     var secretFile: String?
+
+    @OptionGroup
+    var tls: TLSOptions
+
+    /// Mutual TLS towards the agents, checked: it needs remote agents (the embedded one has no link to protect).
+    func tlsSettings() throws(LoadgenError) -> ControlTLS? {
+        if self.tls.isGiven, !self.isRemote {
+            throw .usage("--tls-cert, --tls-key and --tls-ca are for links to agents given with --agents; the embedded agent runs in this process.")
+        }
+        return try self.tls.load(server: false)
+    }
 
     var isRemote: Bool { !self.agents.isEmpty || self.agentsFile != nil || self.agentsDns != nil }
 

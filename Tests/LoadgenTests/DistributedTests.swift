@@ -19,6 +19,7 @@ enum LiveAgents {
 
     /// Runs `count` agents for the duration of `body`, which gets their addresses.
     static func with<R: Sendable>(count: Int, secret: SharedSecret? = nil, policy: AgentPolicy, failureLimit: Int = 1000, failureWindowNanos: UInt64 = 1_000_000_000,
+                                  tls: ControlTLS? = nil,
                                   _ body: @Sendable ([AgentAddress]) async throws -> R) async throws -> R {
         let ports = Locked<[Int: Int]>([:])
         var logger = Logger(label: "test.agent")
@@ -29,6 +30,7 @@ enum LiveAgents {
                                          host: "127.0.0.1", port: 0, logger: logger)
                 server.maxFailedHandshakes = failureLimit
                 server.failedHandshakeWindowNanos = failureWindowNanos
+                server.tls = tls
                 group.addTask {
                     try await server.run { address in ports.withLock { $0[index] = address.port } }
                 }
@@ -400,6 +402,112 @@ struct DistributedTests {
                 #expect(UInt64(counted) == phase.ops)
             }
         }
+    }
+}
+
+/// Mutual TLS on the coordinator–agent link: a run goes through it; strangers and plain TCP do not.
+@Suite(.timeLimit(.minutes(1)))
+struct ControlTLSTests {
+    /// A CA with an agent certificate (for 127.0.0.1) and a coordinator certificate, and a second CA with a
+    /// certificate of its own, all made with the openssl command line.
+    static func certificates(in dir: String) throws {
+        func run(_ args: [String]) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            p.arguments = args
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw LoadgenError.io("openssl \(args.first ?? "") failed") }
+        }
+        try "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n".write(toFile: dir + "/ext.cnf", atomically: true, encoding: .utf8)
+        for ca in ["ca", "other-ca"] {
+            try run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(ca).key",
+                     "-out", "\(dir)/\(ca).pem", "-days", "2", "-subj", "/CN=loadgen \(ca)"])
+        }
+        for (name, ca) in [("agent", "ca"), ("coordinator", "ca"), ("stranger", "other-ca")] {
+            try run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(name).key",
+                     "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(name)"])
+            try run(["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(ca).pem", "-CAkey", "\(dir)/\(ca).key",
+                     "-CAcreateserial", "-out", "\(dir)/\(name).pem", "-days", "2", "-extfile", dir + "/ext.cnf"])
+        }
+    }
+
+    static func connect(_ addresses: [AgentAddress], tls: ControlTLS?) async -> LoadgenError? {
+        do {
+            try await RemoteAgentLink.with(addresses: addresses, tls: tls) { links in
+                try await CoordinatorSession.with(links: links, configuration: DistributedTests.coordinator()) { session throws(LoadgenError) in
+                    _ = try await session.connect()
+                }
+            }
+            return nil
+        } catch let error as LoadgenError {
+            return error
+        } catch {
+            return LoadgenError.io("\(error)")
+        }
+    }
+
+    @Test func aRunGoesThroughMutualTLSAndStrangersAndPlainLinksAreRefused() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        try Self.certificates(in: dir)
+        let agentTLS = try ControlTLS.load(certificate: dir + "/agent.pem", key: dir + "/agent.key", ca: dir + "/ca.pem", server: true)
+        let coordinatorTLS = try ControlTLS.load(certificate: dir + "/coordinator.pem", key: dir + "/coordinator.key",
+                                                 ca: dir + "/ca.pem", server: false)
+        try await LiveAgents.with(count: 2, secret: DistributedTests.secret, policy: AgentPolicy(allowedRoots: [dir]),
+                                  tls: agentTLS) { addresses in
+            let outcome = try await RemoteAgentLink.with(addresses: addresses, tls: coordinatorTLS) { links in
+                try await CoordinatorSession.with(links: links, configuration: DistributedTests.coordinator()) { session throws(LoadgenError) in
+                    _ = try await session.connect()
+                    return try await session.run(DistributedTests.writeRequest(dir, files: 40), observer: NullObserver(), recorder: nil)
+                }
+            }
+            #expect(outcome.report.status == .completed)
+            #expect(outcome.report.ops == 80)
+
+            // A coordinator whose certificate another CA signed: the agent does not let it in.
+            let stranger = try ControlTLS.load(certificate: dir + "/stranger.pem", key: dir + "/stranger.key",
+                                               ca: dir + "/ca.pem", server: false)
+            let refusedStranger = await Self.connect(addresses, tls: stranger)
+            #expect(refusedStranger?.code == .unreachable, "\(String(describing: refusedStranger))")
+            #expect(refusedStranger?.message.contains("did not accept this coordinator's certificate") == true,
+                    "\(String(describing: refusedStranger))")
+            // A coordinator that trusts another CA: it does not accept the agent.
+            let distrustful = try ControlTLS.load(certificate: dir + "/coordinator.pem", key: dir + "/coordinator.key",
+                                                  ca: dir + "/other-ca.pem", server: false)
+            let refusedAgent = await Self.connect(addresses, tls: distrustful)
+            #expect(refusedAgent?.message.contains("its certificate is not trusted here") == true, "\(String(describing: refusedAgent))")
+            // TLS to a plain agent.
+            try await LiveAgents.with(count: 1, secret: DistributedTests.secret, policy: AgentPolicy(allowedRoots: [dir])) { plainAgent in
+                let refused = await Self.connect(plainAgent, tls: coordinatorTLS)
+                #expect(refused?.message.contains("it does not speak TLS") == true, "\(String(describing: refused))")
+            }
+            // Plain TCP to a TLS agent: refused, and the sentence says what to give.
+            let plain = await Self.connect(addresses, tls: nil)
+            #expect(plain?.message.contains("--tls-cert") == true, "\(String(describing: plain))")
+        }
+        // Nothing but the run's own directories was written by the refused coordinators.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("loadgen-") }.count == 2)
+    }
+
+    @Test func theOptionsComeTogetherAndNameABadFile() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        try Self.certificates(in: dir)
+        let agentHalf = try await TestSupport.run(["agent", "--insecure", "--tls-cert", dir + "/agent.pem"], timeout: 10)
+        #expect(agentHalf.status == 2)
+        #expect(agentHalf.stderr.contains("--tls-key and --tls-ca are missing"), "\(agentHalf.stderr)")
+        let badKey = try await TestSupport.run(["agent", "--insecure", "--tls-cert", dir + "/agent.pem", "--tls-key", dir + "/ext.cnf",
+                                                "--tls-ca", dir + "/ca.pem"], timeout: 10)
+        #expect(badKey.status == 2)
+        #expect(badKey.stderr.contains("The TLS key '\(dir)/ext.cnf' cannot be used"), "\(badKey.stderr)")
+        let embedded = try await TestSupport.run(["coordinate", "--target", dir, "--files", "1", "--tls-cert", dir + "/coordinator.pem",
+                                                  "--tls-key", dir + "/coordinator.key", "--tls-ca", dir + "/ca.pem"],
+                                                 environment: ["LOADGEN_DB": dir + "/db.sqlite"], timeout: 10)
+        #expect(embedded.status == 2)
+        #expect(embedded.stderr.contains("the embedded agent runs in this process"), "\(embedded.stderr)")
     }
 }
 

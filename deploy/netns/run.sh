@@ -9,7 +9,9 @@
 #      its own run directory on the shared file system, nothing left behind;
 #   2. a silent partition: one agent's link is dropped mid-run (no RST, packets just vanish): that agent stops its
 #      load within 2 s, the coordinator marks it lost within 3 s, and the run ends partial with the others' results;
-#   3. a killed coordinator (SIGKILL mid-run): every agent stops its load within 2 s.
+#   3. a killed coordinator (SIGKILL mid-run): every agent stops its load within 2 s;
+#   4. mutual TLS: agents with --tls-cert (certificates naming their addresses, made with openssl) serve a TLS
+#      coordinator, and refuse a plain one.
 # Prints "netns: ok" when all pass; exits non-zero naming the first check that failed.
 set -euo pipefail
 LOADGEN=$(realpath "${1:-.build/debug/loadgen}")
@@ -139,4 +141,37 @@ echo "netns: 3. coordinator killed: all agents stopped within 2 s ($after files)
 rm -rf "${shared:?}"/*
 "$LOADGEN" coordinate --agents "$agents" --secret-file "$secret" --target "$shared" --files 100 --mode threads \
   --db "$work/runs.sqlite" >/dev/null 2>"$work/coordinator4.log" || fail "the agents did not serve a run after the faults"
+
+# 4. Mutual TLS across the namespaces: a second agent in each on port 7430.
+tls=$work/tls; mkdir -p "$tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" \
+  -days 2 -subj "/CN=loadgen netns CA" 2>/dev/null
+cert() {  # cert NAME SAN
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/$1.key" -out "$tls/$1.csr" -subj "/CN=$1" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$2" >"$tls/$1.cnf"
+  openssl x509 -req -in "$tls/$1.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -out "$tls/$1.pem" \
+    -days 2 -extfile "$tls/$1.cnf" 2>/dev/null
+}
+cert coordinator DNS:coordinator
+for i in 1 2 3; do
+  cert "agent$i" "IP:10.231.0.1$i"
+  ip netns exec "${tag}a$i" "$LOADGEN" agent --listen "10.231.0.1$i:7430" --secret-file "$secret" --allow-root "$shared" \
+    --id "tls$i" --tls-cert "$tls/agent$i.pem" --tls-key "$tls/agent$i.key" --tls-ca "$tls/ca.pem" >>"$work/tls$i.log" 2>&1 &
+  pids+=($!)
+done
+for i in 1 2 3; do
+  for _ in $(seq 100); do grep -q "listening on" "$work/tls$i.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q "listening on" "$work/tls$i.log" || fail "TLS agent $i did not start ($(cat "$work/tls$i.log"))"
+done
+tls_agents=10.231.0.11:7430,10.231.0.12:7430,10.231.0.13:7430
+out=$("$LOADGEN" coordinate --agents "$tls_agents" --secret-file "$secret" --tls-cert "$tls/coordinator.pem" \
+        --tls-key "$tls/coordinator.key" --tls-ca "$tls/ca.pem" --target "$shared" --files 300 --mode threads \
+        --db "$work/runs.sqlite" --json 2>"$work/coordinator5.log") \
+  || fail "the TLS run exited $? ($(tail -n 3 "$work/coordinator5.log"))"
+python3 -c 'import json,sys; r=json.loads(sys.argv[1].splitlines()[-1]); assert r["status"]=="completed" and r["ops"]==900, r' "$out" \
+  || fail "the TLS run's totals"
+"$LOADGEN" coordinate --agents "$tls_agents" --secret-file "$secret" --target "$shared" --files 10 --mode threads \
+  --db "$work/runs.sqlite" >/dev/null 2>"$work/coordinator6.log" && fail "a plain coordinator got through to TLS agents"
+grep -q -- "--tls-cert" "$work/coordinator6.log" || fail "the plain coordinator's refusal does not say what to give: $(cat "$work/coordinator6.log")"
+echo "netns: 4. mutual TLS: three TLS agents served a TLS run (900 files); a plain coordinator was refused"
 echo "netns: ok"

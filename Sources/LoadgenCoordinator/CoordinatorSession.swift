@@ -182,7 +182,8 @@ public final class CoordinatorSession {
             case .message(let index, let other):
                 throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) during the handshake.")
             case .closed(let index):
-                throw LoadgenError(.unreachable, "Agent \(self.links[index].address) closed the connection during the handshake" + (self.links[index].closeReason.map { ": \($0)." } ?? "."))
+                throw LoadgenError(.unreachable, self.links[index].closeReason.map { "The connection to agent \(self.links[index].address) ended during the handshake: \($0)." }
+                    ?? "Agent \(self.links[index].address) closed the connection during the handshake.")
             case .interrupt:
                 throw LoadgenError(.aborted, "Interrupted while connecting to the agents.")
             case .tick:
@@ -217,7 +218,8 @@ public final class CoordinatorSession {
                 case .message(let index, let other):
                     throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) instead of pong.")
                 case .closed(let index):
-                    throw LoadgenError(.unreachable, "Agent \(self.links[index].address) closed the connection during the handshake" + (self.links[index].closeReason.map { ": \($0)." } ?? "."))
+                    throw LoadgenError(.unreachable, self.links[index].closeReason.map { "The connection to agent \(self.links[index].address) ended during the handshake: \($0)." }
+                    ?? "Agent \(self.links[index].address) closed the connection during the handshake.")
                 case .interrupt:
                     throw LoadgenError(.aborted, "Interrupted while connecting to the agents.")
                 case .tick:

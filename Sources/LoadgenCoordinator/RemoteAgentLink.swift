@@ -61,7 +61,7 @@ public final class RemoteAgentLink: AgentLink {
                                 minimum: 4096, initial: 32768, maximum: 262_144))
                             .connect(host: address.host, port: address.port) { channel in
                                 channel.eventLoop.makeCompletedFuture {
-                                    try tls?.addHandler(to: channel.pipeline.syncOperations, host: address.host)
+                                    try tls?.addHandler(to: channel.pipeline.syncOperations, host: address.name ?? address.host)
                                     try channel.pipeline.syncOperations.addWireCodec()
                                     return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                                 }
@@ -102,7 +102,7 @@ public final class RemoteAgentLink: AgentLink {
                                 } catch {
                                     // A broken frame or a reset: the link is over; the coordinator sees it close.
                                     if ControlTLS.isTLSError(error) {
-                                        link.reason.withLock { $0 = ControlTLS.explain(error) }
+                                        link.reason.withLock { $0 = ControlTLS.explain(error, dialled: address.name ?? address.host) }
                                     }
                                 }
                             }

@@ -6,10 +6,13 @@ public struct AgentAddress: Hashable, Sendable, CustomStringConvertible {
     public static let defaultPort = 7420
     public var host: String
     public var port: Int
+    /// The name `host` was resolved from (`--agents-dns`), which a TLS certificate names instead of the address.
+    public var name: String?
 
-    public init(host: String, port: Int) {
+    public init(host: String, port: Int, name: String? = nil) {
         self.host = host
         self.port = port
+        self.name = name
     }
 
     public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }

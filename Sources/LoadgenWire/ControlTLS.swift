@@ -59,15 +59,21 @@ public struct ControlTLS: Sendable {
     }
 
     /// A TLS failure on the coordinator's side of the link, as the reason a person can act on.
-    public static func explain(_ error: any Error) -> String {
+    public static func explain(_ error: any Error, dialled host: String) -> String {
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return "its certificate does not name \(host) in its subjectAltName"
+        }
         let text = "\(error)"
+        if text.contains("EOF during handshake") {
+            return "it closed the connection during the TLS handshake (an agent does so when it does not accept this coordinator's certificate, and when it refuses this address after failed handshakes or is at its cap of pending connections)"
+        }
         let code = ["WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE",
                     "TLSV1_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_CERTIFICATE_UNKNOWN"].first { text.contains($0) }
         switch code {
         case "WRONG_VERSION_NUMBER"?:
             return "it does not speak TLS (start it with --tls-cert, --tls-key and --tls-ca, or leave them off here)"
         case "CERTIFICATE_VERIFY_FAILED"?:
-            return "its certificate is not trusted here (CERTIFICATE_VERIFY_FAILED): the CA given to --tls-ca did not sign it, or it does not name the address dialled in its subjectAltName"
+            return "its certificate is not trusted here (CERTIFICATE_VERIFY_FAILED): the CA given to --tls-ca did not sign it, or it has expired or is not yet valid"
         case let code?:
             return "it did not accept this coordinator's certificate (\(code)): the CA given to its --tls-ca did not sign it"
         case nil:

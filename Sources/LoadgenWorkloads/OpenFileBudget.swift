@@ -36,28 +36,31 @@ public enum OpenFileBudget {
     /// The descriptors `request` needs at once in the agent's process on a host with `cores` cores, and what each
     /// worker holds. Async writes hold none (files open into io_uring's own table), but that table's slots, one per
     /// file in flight, may not exceed the limit either.
-    static func needed(by request: RunRequest, cores: Int) -> (files: UInt64, each: String) {
+    static func needed(by request: RunRequest, cores: Int) -> (files: UInt64, why: String) {
         let workers = UInt64(max(0, request.workers))
+        let reserve = UInt64(Self.reserve)
+        let spare = "and \(Self.reserve) to spare"
         switch (request.mode, request.workload) {
         case (.processes, _):
-            return (UInt64(Self.reserve) + 3 * workers, "three pipes per worker process")
+            return (reserve + 3 * workers, "three pipes per worker process \(spare)")
         case (.async, .write):
-            return (max(UInt64(Self.reserve), workers), "an io_uring slot per file in flight")
+            return (max(reserve, workers), "an io_uring slot per file in flight, which may not exceed the limit")
         case (.async, .fetch):
             // Each event loop (one per core) holds an epoll, an eventfd and a timerfd.
-            return (UInt64(Self.reserve) + workers + 3 * UInt64(max(1, cores)), "a connection per worker")
+            let loops = UInt64(max(1, cores))
+            return (reserve + workers + 3 * loops, "a connection per worker, three for each of \(loops) event loops \(spare)")
         case (_, .write):
-            return (UInt64(Self.reserve) + workers, "a file being written per worker")
+            return (reserve + workers, "a file being written per worker \(spare)")
         case (_, .fetch):
-            return (UInt64(Self.reserve) + workers, "a connection per worker")
+            return (reserve + workers, "a connection per worker \(spare)")
         }
     }
 
     /// Refuses a request that needs more open files than a process limited to `limit` may have.
     public static func check(_ request: RunRequest, agentID: String, cores: Int = System.coreCount,
                              limit: UInt64 = OpenFileBudget.currentLimit) throws(LoadgenError) {
-        let (needed, each) = Self.needed(by: request, cores: cores)
+        let (needed, why) = Self.needed(by: request, cores: cores)
         guard needed > limit else { return }
-        throw .usage("--workers \(request.workers) in \(request.mode.rawValue) mode needs about \(needed) open files on agent \(agentID) (\(each), and \(Self.reserve) to spare), but its limit is \(limit) (ulimit -n); raise the limit or use fewer workers.")
+        throw .usage("--workers \(request.workers) in \(request.mode.rawValue) mode needs about \(needed) open files on agent \(agentID) (\(why)), but its limit is \(limit) (ulimit -n); raise the limit or use fewer workers.")
     }
 }

@@ -392,7 +392,7 @@ struct AgentOptions: ParsableArguments {
             let base = try AgentAddress.parse(name)
             let resolved = Self.resolve(base.host)
             guard !resolved.isEmpty else { throw .usage("The DNS name '\(base.host)' resolves to no address.") }
-            addresses += resolved.map { AgentAddress(host: $0, port: base.port) }
+            addresses += resolved.map { AgentAddress(host: $0, port: base.port, name: base.host) }
         }
         guard !addresses.isEmpty else { throw .usage("--agents lists no agents.") }
         if let port = addresses.first(where: { $0.port == 0 }) { throw .usage("The agent address \(port) has port 0.") }

@@ -1,5 +1,6 @@
 import Foundation
 import LoadgenCore
+import NIOCore
 
 /// Facts about this host, read once at the command line (nothing below the commands reads the environment).
 enum HostEnvironment {
@@ -10,7 +11,9 @@ enum HostEnvironment {
         return name.isEmpty ? "localhost" : name
     }
 
-    static var cores: Int { ProcessInfo.processInfo.activeProcessorCount }
+    /// The cores this process may use (NIO's count, which follows CPU affinity and cgroup quotas): the agent reports
+    /// it, sizes event loops by it, and the coordinator checks open-file budgets with it.
+    static var cores: Int { System.coreCount }
 
     /// This binary, for worker processes (resolved through /proc, since argv[0] may be relative or bare).
     static var executablePath: String {

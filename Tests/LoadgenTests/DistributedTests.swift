@@ -408,8 +408,8 @@ struct DistributedTests {
 /// Mutual TLS on the coordinator–agent link: a run goes through it; strangers and plain TCP do not.
 @Suite(.timeLimit(.minutes(1)))
 struct ControlTLSTests {
-    /// A CA with an agent certificate (for 127.0.0.1) and a coordinator certificate, and a second CA with a
-    /// certificate of its own, all made with the openssl command line.
+    /// A CA with agent certificates for 127.0.0.1 and (misnamed) 127.0.0.2 and a coordinator certificate, and a
+    /// second CA with a certificate of its own, all made with the openssl command line.
     static func certificates(in dir: String) throws {
         func run(_ args: [String]) throws {
             let p = Process()
@@ -421,16 +421,19 @@ struct ControlTLSTests {
             p.waitUntilExit()
             guard p.terminationStatus == 0 else { throw LoadgenError.io("openssl \(args.first ?? "") failed") }
         }
-        try "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n".write(toFile: dir + "/ext.cnf", atomically: true, encoding: .utf8)
         for ca in ["ca", "other-ca"] {
             try run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(ca).key",
                      "-out", "\(dir)/\(ca).pem", "-days", "2", "-subj", "/CN=loadgen \(ca)"])
         }
-        for (name, ca) in [("agent", "ca"), ("coordinator", "ca"), ("stranger", "other-ca")] {
+        for (name, ca, san, usage) in [("agent", "ca", "IP:127.0.0.1", "serverAuth"), ("misnamed", "ca", "IP:127.0.0.2", "serverAuth"),
+                                       ("coordinator", "ca", "DNS:coordinator", "clientAuth"),
+                                       ("stranger", "other-ca", "DNS:stranger", "clientAuth")] {
+            try "subjectAltName=\(san)\nbasicConstraints=CA:FALSE\nextendedKeyUsage=\(usage)\n"
+                .write(toFile: "\(dir)/\(name).cnf", atomically: true, encoding: .utf8)
             try run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(name).key",
                      "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(name)"])
             try run(["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(ca).pem", "-CAkey", "\(dir)/\(ca).key",
-                     "-CAcreateserial", "-out", "\(dir)/\(name).pem", "-days", "2", "-extfile", dir + "/ext.cnf"])
+                     "-CAcreateserial", "-out", "\(dir)/\(name).pem", "-days", "2", "-extfile", "\(dir)/\(name).cnf"])
         }
     }
 
@@ -485,6 +488,12 @@ struct ControlTLSTests {
                 #expect(refused?.message.contains("it does not speak TLS") == true, "\(String(describing: refused))")
             }
             // Plain TCP to a TLS agent: refused, and the sentence says what to give.
+            let misnamed = try ControlTLS.load(certificate: dir + "/misnamed.pem", key: dir + "/misnamed.key", ca: dir + "/ca.pem", server: true)
+            try await LiveAgents.with(count: 1, secret: DistributedTests.secret, policy: AgentPolicy(allowedRoots: [dir]),
+                                      tls: misnamed) { misnamedAgent in
+                let refused = await Self.connect(misnamedAgent, tls: coordinatorTLS)
+                #expect(refused?.message.contains("its certificate does not name 127.0.0.1") == true, "\(String(describing: refused))")
+            }
             let plain = await Self.connect(addresses, tls: nil)
             #expect(plain?.message.contains("--tls-cert") == true, "\(String(describing: plain))")
         }
@@ -499,10 +508,10 @@ struct ControlTLSTests {
         let agentHalf = try await TestSupport.run(["agent", "--insecure", "--tls-cert", dir + "/agent.pem"], timeout: 10)
         #expect(agentHalf.status == 2)
         #expect(agentHalf.stderr.contains("--tls-key and --tls-ca are missing"), "\(agentHalf.stderr)")
-        let badKey = try await TestSupport.run(["agent", "--insecure", "--tls-cert", dir + "/agent.pem", "--tls-key", dir + "/ext.cnf",
+        let badKey = try await TestSupport.run(["agent", "--insecure", "--tls-cert", dir + "/agent.pem", "--tls-key", dir + "/agent.cnf",
                                                 "--tls-ca", dir + "/ca.pem"], timeout: 10)
         #expect(badKey.status == 2)
-        #expect(badKey.stderr.contains("The TLS key '\(dir)/ext.cnf' cannot be used"), "\(badKey.stderr)")
+        #expect(badKey.stderr.contains("The TLS key '\(dir)/agent.cnf' cannot be used"), "\(badKey.stderr)")
         let embedded = try await TestSupport.run(["coordinate", "--target", dir, "--files", "1", "--tls-cert", dir + "/coordinator.pem",
                                                   "--tls-key", dir + "/coordinator.key", "--tls-ca", dir + "/ca.pem"],
                                                  environment: ["LOADGEN_DB": dir + "/db.sqlite"], timeout: 10)

@@ -146,15 +146,15 @@ rm -rf "${shared:?}"/*
 tls=$work/tls; mkdir -p "$tls"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" \
   -days 2 -subj "/CN=loadgen netns CA" 2>/dev/null
-cert() {  # cert NAME SAN
+cert() {  # cert NAME SAN USAGE
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/$1.key" -out "$tls/$1.csr" -subj "/CN=$1" 2>/dev/null
-  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\n' "$2" >"$tls/$1.cnf"
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=%s\n' "$2" "$3" >"$tls/$1.cnf"
   openssl x509 -req -in "$tls/$1.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -out "$tls/$1.pem" \
     -days 2 -extfile "$tls/$1.cnf" 2>/dev/null
 }
-cert coordinator DNS:coordinator
+cert coordinator DNS:coordinator clientAuth
 for i in 1 2 3; do
-  cert "agent$i" "IP:10.231.0.1$i"
+  cert "agent$i" "IP:10.231.0.1$i" serverAuth
   ip netns exec "${tag}a$i" "$LOADGEN" agent --listen "10.231.0.1$i:7430" --secret-file "$secret" --allow-root "$shared" \
     --id "tls$i" --tls-cert "$tls/agent$i.pem" --tls-key "$tls/agent$i.key" --tls-ca "$tls/ca.pem" >>"$work/tls$i.log" 2>&1 &
   pids+=($!)

@@ -13,13 +13,10 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     let engine: FetchEngine
     let slots: Int
     let sslContext: NIOSSLContext
-    /// Each target's request, made once and shared by every slot (written as is: no copy per request).
-    let requests: [ByteBuffer]
 
     public init(engine: FetchEngine, slots: Int) throws(LoadgenError) {
         self.engine = engine
         self.slots = slots
-        self.requests = engine.requests.map { ByteBuffer(bytes: $0) }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         if engine.spec.insecureTLS {
@@ -45,11 +42,14 @@ public final class AsyncFetchExecutor: PhaseExecutor {
                 LoopTally(engine: self.engine, control: control, sink: mailbox,
                           slots: self.slots / loopList.count + (i < self.slots % loopList.count ? 1 : 0))
             }
+            // Each target's request made once per loop and shared by its slots (written as is: no copy per request,
+            // and no reference count bounced between cores).
+            let requests = loopList.map { _ in self.engine.requests.map { ByteBuffer(bytes: $0) } }
             var made: [FetchSlot] = []
             for index in 0..<self.slots {
                 let share = self.engine.share(phase: phase, worker: index, of: self.slots)
                 let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, loop: loopList[index % loopList.count],
-                                     share: share, requests: self.requests, control: control,
+                                     share: share, requests: requests[index % loopList.count], control: control,
                                      tally: tallies[index % loopList.count]) { result in
                     let finished: [WorkerResult]? = state.withLock { state in
                         state.results[index] = result

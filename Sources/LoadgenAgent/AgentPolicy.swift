@@ -51,7 +51,7 @@ public struct AgentPolicy: Sendable, Hashable {
             if let duration = fetch.durationNanos, duration > self.maxDurationNanos {
                 throw .policy("This agent allows runs of at most \(DurationText.format(nanos: self.maxDurationNanos)) (--max-duration); the run asks for \(DurationText.format(nanos: duration)).")
             }
-            if let rate = fetch.rate, rate > self.maxRate {
+            if let rate = fetch.peakRate, rate > self.maxRate {
                 throw .policy("This agent allows at most \(Int(self.maxRate)) requests per second (--max-rate); the run asks for \(rate).")
             }
         }

@@ -94,6 +94,8 @@ public struct FetchSpec: Hashable, Sendable, Codable {
     public var durationNanos: UInt64?
     /// Requests per second (per agent): an open model with latency measured from each request's due time.
     public var rate: Double?
+    /// With `rate` and a duration: the rate moves linearly from `rate` at the start to this at the end.
+    public var rampTo: Double?
     /// Bounds connect and the whole request, however the server trickles bytes.
     public var timeoutNanos: UInt64
     public var method: HTTPMethod
@@ -103,17 +105,23 @@ public struct FetchSpec: Hashable, Sendable, Codable {
     public var insecureTLS: Bool
 
     public init(urls: [String], repeatCount: Int = 1, requests: Int? = nil, durationNanos: UInt64? = nil,
-                rate: Double? = nil, timeoutNanos: UInt64 = 30_000_000_000, method: HTTPMethod = .get,
-                caFile: String? = nil, insecureTLS: Bool = false) {
+                rate: Double? = nil, rampTo: Double? = nil, timeoutNanos: UInt64 = 30_000_000_000,
+                method: HTTPMethod = .get, caFile: String? = nil, insecureTLS: Bool = false) {
         self.urls = urls
         self.repeatCount = repeatCount
         self.requests = requests
         self.durationNanos = durationNanos
         self.rate = rate
+        self.rampTo = rampTo
         self.timeoutNanos = timeoutNanos
         self.method = method
         self.caFile = caFile
         self.insecureTLS = insecureTLS
+    }
+
+    /// The highest rate the run asks for (its ramp's end when that is higher).
+    public var peakRate: Double? {
+        self.rate.map { Swift.max($0, self.rampTo ?? $0) }
     }
 
     /// The number of requests when the run is bounded by count (nil when it runs for a duration).
@@ -246,6 +254,14 @@ extension FetchSpec {
         }
         if let rate = self.rate, !(rate > 0 && rate.isFinite && rate <= 10_000_000) {
             throw .usage("--rate must be a number of requests per second above 0 and at most 10000000; got \(rate).")
+        }
+        if let rampTo = self.rampTo {
+            guard rampTo > 0, rampTo.isFinite, rampTo <= 10_000_000 else {
+                throw .usage("--ramp-to must be a number of requests per second above 0 and at most 10000000; got \(rampTo).")
+            }
+            guard self.rate != nil, self.durationNanos != nil else {
+                throw .usage("--ramp-to \(rampTo) moves the rate from --rate to it over --duration: give both.")
+            }
         }
         guard self.timeoutNanos > 0 else { throw .usage("--timeout must be longer than zero.") }
         if self.insecureTLS, self.caFile != nil {

@@ -39,7 +39,8 @@ public final class FetchEngine: WorkloadEngine {
     func schedule(share: Share, control: WorkerControl) -> RequestSchedule {
         RequestSchedule(share: share, startAtNanos: control.startAtNanos,
                         deadline: self.spec.durationNanos.map { control.startAtNanos &+ $0 },
-                        dueInterval: self.spec.rate.map { 1e9 / $0 }, urlCount: UInt64(self.targets.count))
+                        pace: self.spec.rate.map { Pace(rate: $0, rampTo: self.spec.rampTo, durationNanos: self.spec.durationNanos) },
+                        urlCount: UInt64(self.targets.count))
     }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
@@ -69,23 +70,55 @@ public final class FetchEngine: WorkloadEngine {
     }
 }
 
+/// When request `i` falls due under `--rate`, from the start: `i / rate`, or with `--ramp-to` on a rate that moves
+/// linearly from `rate` to `rampTo` over the duration, the time at which the requests due so far,
+/// `rate·t + (rampTo - rate)·t² / 2D`, reach `i`.
+struct Pace: Equatable {
+    /// Requests per second at the start.
+    let rate: Double
+    /// Half the rate's change per second, per second: `(rampTo - rate) / 2D` (zero at a steady rate).
+    let halfSlope: Double
+    /// Nanoseconds between requests at a steady rate.
+    private let interval: Double
+
+    init(rate: Double, rampTo: Double? = nil, durationNanos: UInt64? = nil) {
+        self.rate = rate
+        self.interval = 1e9 / rate
+        if let rampTo, let durationNanos, durationNanos > 0 {
+            self.halfSlope = (rampTo - rate) / (2 * Double(durationNanos) / 1e9)
+        } else {
+            self.halfSlope = 0
+        }
+    }
+
+    /// Nanoseconds from the start to request `index`'s due time; nil when a falling rate never gets there.
+    func dueNanos(_ index: UInt64) -> UInt64? {
+        let i = Double(index)
+        if self.halfSlope == 0 { return UInt64(i * self.interval) }
+        // The root of halfSlope·t² + rate·t - i = 0, in the form that stays exact when halfSlope is small.
+        let discriminant = self.rate * self.rate + 4 * self.halfSlope * i
+        guard discriminant >= 0 else { return nil }
+        return UInt64(2 * i / (self.rate + discriminant.squareRoot()) * 1e9)
+    }
+}
+
 /// The requests one worker (or async slot) sends, in order: the indices of its share, request `i` to URL
-/// `i mod urls`; under `--rate`, each at its due time `start + i / rate`, and none due at or after the deadline.
+/// `i mod urls`; under `--rate`, each at its due time (see ``Pace``), and none due at or after the deadline.
 struct RequestSchedule {
     let share: Share
     let startAtNanos: UInt64
     let deadline: UInt64?
-    /// Nanoseconds between due times under `--rate`.
-    let dueInterval: Double?
+    /// Due times under `--rate` (nil: a closed loop).
+    let pace: Pace?
     let urlCount: UInt64
     /// Requests sent so far.
     private var k: UInt64 = 0
 
-    init(share: Share, startAtNanos: UInt64, deadline: UInt64?, dueInterval: Double?, urlCount: UInt64) {
+    init(share: Share, startAtNanos: UInt64, deadline: UInt64?, pace: Pace?, urlCount: UInt64) {
         self.share = share
         self.startAtNanos = startAtNanos
         self.deadline = deadline
-        self.dueInterval = dueInterval
+        self.pace = pace
         self.urlCount = urlCount
     }
 
@@ -103,8 +136,9 @@ struct RequestSchedule {
         if let count = self.share.count, self.k >= count { return .done }
         let index = self.share.first &+ self.k &* self.share.stride
         var start = now
-        if let dueInterval = self.dueInterval {
-            let due = self.startAtNanos &+ UInt64(Double(index) * dueInterval)
+        if let pace = self.pace {
+            guard let offset = pace.dueNanos(index) else { return .done }
+            let due = self.startAtNanos &+ offset
             if let deadline = self.deadline, due >= deadline { return .done }
             if due > now { return .wait(untilNanos: due) }
             start = due

@@ -265,6 +265,9 @@ struct FetchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Requests per second on each agent, an open model: latency counts from each request's due time.", valueName: "R"))
     var rate: Double?
 
+    @Option(help: ArgumentHelp("Move the rate linearly from --rate at the start to this at the end of --duration (a ramp up or down).", valueName: "R"))
+    var rampTo: Double?
+
     @Option(help: ArgumentHelp("Cycle the URL list N times (the tutorial's list * 10).", valueName: "N"))
     var `repeat`: Int?
 
@@ -322,7 +325,7 @@ struct FetchOptions: ParsableArguments {
             throw .usage("The CA file '\(caFile)' cannot be read.")
         }
         let spec = FetchSpec(urls: urls, repeatCount: self.repeat ?? 1, requests: self.requests, durationNanos: durationNanos,
-                             rate: self.rate, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
+                             rate: self.rate, rampTo: self.rampTo, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
                              insecureTLS: self.insecureTls)
         try spec.validate()
         return spec
@@ -331,7 +334,8 @@ struct FetchOptions: ParsableArguments {
     /// Refuses fetch options on a write run.
     func checkUnused() throws(LoadgenError) {
         let given = [self.requests != nil ? "--requests" : nil, self.duration != nil ? "--duration" : nil,
-                     self.rate != nil ? "--rate" : nil, self.repeat != nil ? "--repeat" : nil,
+                     self.rate != nil ? "--rate" : nil, self.rampTo != nil ? "--ramp-to" : nil,
+                     self.repeat != nil ? "--repeat" : nil,
                      self.timeout != nil ? "--timeout" : nil, self.method != nil ? "--method" : nil,
                      self.caFile != nil ? "--ca-file" : nil, self.insecureTls ? "--insecure-tls" : nil].compactMap { $0 }
         if let first = given.first {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import LoadgenCore
 @testable import LoadgenWorkloads
+@testable import LoadgenAgent
 
 /// The fetch workload against a server in this process: counts, latency, faults, TLS, in every mode.
 @Suite(.timeLimit(.minutes(2)))
@@ -51,6 +52,21 @@ struct FetchWorkloadTests {
             var withOps = 0
             for case .interval(let i) in messages where i.phase == .main { if try i.tally().ops > 0 { withOps += 1 } }
             #expect(withOps >= 2, "the run should span several report intervals")
+        }
+    }
+
+    /// A ramp from 50/s to 150/s over one second sends exactly the 100 requests due in it.
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func aRampSendsTheRequestsDueUnderIt(mode: ExecutionMode) async throws {
+        try await TestHTTPServer.with { server in
+            var request = Self.request([server.url()], mode: mode, workers: 4, rate: 50)
+            request.fetch?.rampTo = 150
+            request.fetch?.durationNanos = 1_000_000_000
+            let messages = await RunHarness.perform(request, phases: [.main])
+            let done = try #require(RunHarness.done(messages), "\(messages)")
+            #expect(done.status == .completed)
+            #expect(done.ops == 100)
+            #expect(server.requests == 100)
         }
     }
 
@@ -237,7 +253,7 @@ struct FetchWorkloadTests {
 struct RequestScheduleTests {
     @Test func aClosedLoopSendsItsShareAtOnceToInterleavedURLs() {
         var plan = RequestSchedule(share: Share.interleaved(total: 7, workers: 3, worker: 1), startAtNanos: 1000,
-                                   deadline: nil, dueInterval: nil, urlCount: 2)
+                                   deadline: nil, pace: nil, urlCount: 2)
         #expect(plan.step(now: 5000) == .send(urlIndex: 1, startNanos: 5000))   // request 1
         #expect(plan.step(now: 6000) == .send(urlIndex: 0, startNanos: 6000))   // request 4
         #expect(plan.step(now: 7000) == .done)                                   // 7 is past the total
@@ -246,7 +262,7 @@ struct RequestScheduleTests {
     @Test func underARateEachRequestWaitsForItsDueTimeAndLatencyStartsThere() {
         // 1,000 requests a second from t = 1,000,000: request i is due at 1,000,000 + i ms.
         var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 2, worker: 1), startAtNanos: 1_000_000,
-                                   deadline: 1_000_000 + 4_000_000, dueInterval: 1_000_000, urlCount: 3)
+                                   deadline: 1_000_000 + 4_000_000, pace: Pace(rate: 1000), urlCount: 3)
         #expect(plan.step(now: 1_500_000) == .wait(untilNanos: 2_000_000))
         #expect(plan.step(now: 2_000_000) == .send(urlIndex: 1, startNanos: 2_000_000))
         // Late: sent at once, latency from the due time.
@@ -255,9 +271,27 @@ struct RequestScheduleTests {
         #expect(plan.step(now: 9_000_000) == .done)
     }
 
+    @Test func aRampMovesTheRateLinearlyUpOrDown() {
+        // 10/s rising to 30/s over 10 s: requests due by t are 10t + t², 200 in all.
+        let up = Pace(rate: 10, rampTo: 30, durationNanos: 10_000_000_000)
+        #expect(up.dueNanos(0) == 0)
+        #expect(up.dueNanos(11) == 1_000_000_000)
+        #expect(up.dueNanos(200) == 10_000_000_000)
+        // 30/s falling to 10/s: due by t are 30t - t²; the rate would reach zero at 15 s, after 225 requests.
+        let down = Pace(rate: 30, rampTo: 10, durationNanos: 10_000_000_000)
+        #expect(down.dueNanos(56) == 2_000_000_000)
+        #expect(down.dueNanos(200) == 10_000_000_000)
+        #expect(down.dueNanos(226) == nil)
+        // Rising, the gaps shrink; falling, they grow.
+        #expect(up.dueNanos(2)! - up.dueNanos(1)! > up.dueNanos(151)! - up.dueNanos(150)!)
+        #expect(down.dueNanos(2)! - down.dueNanos(1)! < down.dueNanos(151)! - down.dueNanos(150)!)
+        // Without a ramp, the steady rate.
+        #expect(Pace(rate: 1000).dueNanos(3) == 3_000_000)
+    }
+
     @Test func aDurationEndsAClosedLoopAtItsDeadline() {
         var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 1, worker: 0), startAtNanos: 0,
-                                   deadline: 100, dueInterval: nil, urlCount: 1)
+                                   deadline: 100, pace: nil, urlCount: 1)
         #expect(plan.step(now: 99) == .send(urlIndex: 0, startNanos: 99))
         #expect(plan.step(now: 100) == .done)
     }
@@ -312,5 +346,16 @@ struct TickedTallyTests {
         #expect(got.map(\.latencySumNanos) == [55_000, 500_500 + 2_001_000])
         #expect(got[0].latency.maxRecorded == 10_000)
         #expect(got.map(\.ops) == [10, 3000])
+    }
+}
+
+/// An agent's --max-rate holds for a ramp's peak, not only its start.
+struct RampPolicyTests {
+    @Test func aRampPastTheAgentsMaxRateIsRefused() throws {
+        let policy = AgentPolicy(allowedRoots: nil, maxRate: 100)
+        var fetch = FetchSpec(urls: ["http://127.0.0.1:1/"], durationNanos: 1_000_000_000, rate: 50, rampTo: 80)
+        try policy.check(RunRequest(runID: "r", fetch: fetch, mode: .async, workers: 2, seed: 1))
+        fetch.rampTo = 500
+        #expect(throws: LoadgenError.self) { try policy.check(RunRequest(runID: "r", fetch: fetch, mode: .async, workers: 2, seed: 1)) }
     }
 }

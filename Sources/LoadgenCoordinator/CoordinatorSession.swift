@@ -182,8 +182,7 @@ public final class CoordinatorSession {
             case .message(let index, let other):
                 throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) during the handshake.")
             case .closed(let index):
-                throw LoadgenError(.unreachable, self.links[index].closeReason.map { "The connection to agent \(self.links[index].address) ended during the handshake: \($0)." }
-                    ?? "Agent \(self.links[index].address) closed the connection during the handshake.")
+                throw self.closedDuringHandshake(index)
             case .interrupt:
                 throw LoadgenError(.aborted, "Interrupted while connecting to the agents.")
             case .tick:
@@ -218,8 +217,7 @@ public final class CoordinatorSession {
                 case .message(let index, let other):
                     throw LoadgenError(.protocolViolation, "Agent \(self.links[index].address) sent \(other.kind.rawValue) instead of pong.")
                 case .closed(let index):
-                    throw LoadgenError(.unreachable, self.links[index].closeReason.map { "The connection to agent \(self.links[index].address) ended during the handshake: \($0)." }
-                    ?? "Agent \(self.links[index].address) closed the connection during the handshake.")
+                    throw self.closedDuringHandshake(index)
                 case .interrupt:
                     throw LoadgenError(.aborted, "Interrupted while connecting to the agents.")
                 case .tick:
@@ -242,5 +240,16 @@ public final class CoordinatorSession {
             throw LoadgenError(.usage, "Two agents share the agent id '\(ids.first { id in ids.filter { $0 == id }.count > 1 }!)': give each agent its own --id, so their run directories and records stay apart.")
         }
         return self.agents
+    }
+}
+
+extension CoordinatorSession {
+    /// An agent's connection ended before the handshake was through, with what the link knows of why.
+    func closedDuringHandshake(_ index: Int) -> LoadgenError {
+        let address = self.links[index].address
+        guard let reason = self.links[index].closeReason else {
+            return LoadgenError(.unreachable, "Agent \(address) closed the connection during the handshake.")
+        }
+        return LoadgenError(.unreachable, "The connection to agent \(address) ended during the handshake: \(reason).")
     }
 }

@@ -94,9 +94,13 @@ public final class RemoteAgentLink: AgentLink {
                     try? await channel.executeThenClose { channelInbound, _ in
                         await withTaskGroup(of: Void.self) { pair in
                             pair.addTask {
+                                var heard = false
                                 do {
                                     for try await message in channelInbound {
-                                        link.heardFrom.withLock { $0 = true }
+                                        if !heard {
+                                            heard = true
+                                            link.heardFrom.withLock { $0 = true }
+                                        }
                                         inboundContinuation.yield(message)
                                     }
                                 } catch {

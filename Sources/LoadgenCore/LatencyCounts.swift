@@ -46,8 +46,10 @@ public struct LatencyCounts: Sendable {
 
     public var isEmpty: Bool { self.total == 0 }
 
-    /// Adds a sparse histogram in one pass and reads the given percentiles of it on the way (as
-    /// ``SparseHistogram/add(into:percentiles:expectedTotal:)`` does for a `Histogram`).
+    /// Adds a sparse histogram in one pass and reads the given percentiles of it on the way.
+    /// - Parameter expectedTotal: the number of values the histogram holds, when known (an interval's `ops`); the
+    ///   percentiles are read against it and the buckets must add up to it. Zero: counted first.
+    /// - Returns: the value at each percentile (0 when the histogram is empty).
     @discardableResult
     public mutating func add(_ sparse: SparseHistogram, percentiles: [Double] = [], expectedTotal: UInt64 = 0)
         throws(LoadgenError) -> [UInt64]
@@ -59,13 +61,7 @@ public struct LatencyCounts: Sendable {
             defer { reader = sink.reader }
             return sparse.forEachBucket(into: &sink)
         }
-        let refusal: LoadgenError? =
-            !ok ? .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
-            : reader.unordered ? .protocolViolation("Latency histogram buckets must be in ascending order.")
-            : expectedTotal > 0 && reader.seen != expectedTotal
-                ? .protocolViolation("A latency histogram holds \(reader.seen) values where \(expectedTotal) were reported.")
-            : nil
-        if let refusal {
+        if let refusal = reader.refusal(decoded: ok, expectedTotal: expectedTotal) {
             // The buckets went straight into the counters: take back what was added. The same pairs stream again, up
             // to the same point, so a refused histogram leaves no trace.
             self.counts.withUnsafeMutableBufferPointer { counts in
@@ -152,6 +148,19 @@ struct PercentileReader {
             self.next += 1
         }
         self.nextThreshold = self.next < self.thresholds.count ? self.thresholds[self.next] : .max
+    }
+
+    /// Why the buckets that went by cannot be taken: not decodable, not ascending, or not adding up to
+    /// `expectedTotal` (when that is known); nil when they can.
+    func refusal(decoded: Bool, expectedTotal: UInt64) -> LoadgenError? {
+        if !decoded {
+            return .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
+        }
+        if self.unordered { return .protocolViolation("Latency histogram buckets must be in ascending order.") }
+        if expectedTotal > 0, self.seen != expectedTotal {
+            return .protocolViolation("A latency histogram holds \(self.seen) values where \(expectedTotal) were reported.")
+        }
+        return nil
     }
 
     mutating func finish() -> [UInt64] {

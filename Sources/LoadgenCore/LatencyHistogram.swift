@@ -72,7 +72,7 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     /// The buckets as arrays (made from a dense histogram), or nil when only their encoding is held.
     private var arrays: Buckets?
     /// The encoding as received, parsed only when needed: a coordinator streams it straight into its per-agent
-    /// histogram (``add(into:percentiles:expectedTotal:)``) and stores it as it came.
+    /// counts (``LatencyCounts/add(_:percentiles:expectedTotal:)``) and stores it as it came.
     private var encoded: String?
     public var min: UInt64
     public var max: UInt64
@@ -104,7 +104,7 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     }
 
     /// Bucket values (each the highest value equivalent to its bucket), ascending. A malformed encoding reads as
-    /// no buckets; ``add(into:percentiles:expectedTotal:)`` is where malformed input is refused.
+    /// no buckets; ``histogram()`` and ``LatencyCounts/add(_:percentiles:expectedTotal:)`` refuse malformed input.
     public var values: [UInt64] { self.buckets.values }
     public var counts: [UInt64] { self.buckets.counts }
 
@@ -244,76 +244,50 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         return self.max
     }
 
-    /// The dense histogram.
+    /// The dense histogram, rebuilt exactly in one pass over the buckets (or their encoding). The exact extremes go
+    /// into the first and last buckets (they belong there), so min and max survive. Malformed buckets are refused.
     public func histogram() throws(LoadgenError) -> LatencyHistogram {
-        var h = LatencyHistogram.latency()
-        _ = try self.add(into: &h)
-        return h
-    }
-
-    /// Adds these counts into a dense histogram of the same layout, exactly, in one pass over the buckets (or their
-    /// encoding), and reads the given percentiles on the way. The exact extremes go into the first and last buckets
-    /// (they belong there), so min and max survive.
-    /// - Parameter expectedTotal: the number of values the histogram holds, when known (an interval's `ops`); the
-    ///   percentiles are read against it and the buckets must add up to it. Zero: counted first.
-    /// - Returns: the value at each percentile (0 when the histogram is empty).
-    @discardableResult
-    public func add(into h: inout LatencyHistogram, percentiles: [Double] = [], expectedTotal: UInt64 = 0)
-        throws(LoadgenError) -> [UInt64]
-    {
-        let total = expectedTotal > 0 || percentiles.isEmpty ? expectedTotal : self.totalCount
-        var merge = MergeState(min: self.min, max: self.max, total: total, percentiles: percentiles)
-        if let arrays = self.arrays {
-            for i in arrays.values.indices { merge.take(arrays.values[i], arrays.counts[i], into: &h) }
-        } else if let encoded = self.encoded {
-            guard Self.stream(encoded, { value, count in merge.take(value, count, into: &h) }) else {
-                throw .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
-            }
-        }
-        let results = merge.finish(into: &h)
-        if merge.unordered { throw .protocolViolation("Latency histogram buckets must be in ascending order.") }
-        if expectedTotal > 0, merge.seen != expectedTotal {
-            throw .protocolViolation("A latency histogram holds \(merge.seen) values where \(expectedTotal) were reported.")
-        }
-        return results
+        var sink = HistogramSink(min: self.min, max: self.max)
+        let decoded = self.forEachBucket(into: &sink)
+        sink.finish()
+        if let refusal = sink.reader.refusal(decoded: decoded, expectedTotal: 0) { throw refusal }
+        return sink.histogram
     }
 }
 
-/// One pass of ``SparseHistogram/add(into:percentiles:expectedTotal:)``: holds back the latest bucket (the last one
-/// gets the exact maximum), and reads percentiles as the running count crosses them.
-private struct MergeState {
+/// Builds a dense histogram from ascending buckets: holds back the latest bucket (the last one gets the exact
+/// maximum), and checks the order on the way.
+private struct HistogramSink: BucketSink {
     let min: UInt64
     let max: UInt64
+    var histogram = LatencyHistogram.latency()
     var reader: PercentileReader
     var pending: (value: UInt64, count: UInt64)?
     var first = true
 
-    init(min: UInt64, max: UInt64, total: UInt64, percentiles: [Double]) {
+    init(min: UInt64, max: UInt64) {
         self.min = min
         self.max = max
-        self.reader = PercentileReader(min: min, max: max, total: total, percentiles: percentiles)
+        self.reader = PercentileReader(min: min, max: max, total: 0, percentiles: [])
     }
 
-    var seen: UInt64 { self.reader.seen }
-    var unordered: Bool { self.reader.unordered }
-
     @inline(__always)
-    mutating func take(_ value: UInt64, _ count: UInt64, into h: inout LatencyHistogram) {
-        if let pending = self.pending { self.record(pending, last: false, into: &h) }
+    mutating func take(_ value: UInt64, _ count: UInt64) {
+        if let pending = self.pending { self.record(pending, last: false) }
         self.pending = (value, count)
         self.reader.take(value, count)
     }
 
-    mutating func finish(into h: inout LatencyHistogram) -> [UInt64] {
-        if let pending = self.pending { self.record(pending, last: true, into: &h) }
-        return self.reader.finish()
+    mutating func finish() {
+        if let pending = self.pending { self.record(pending, last: true) }
+        self.pending = nil
     }
 
     /// Records a bucket. Any value of a bucket stands for all of them, so the first bucket's values go in at the exact
     /// minimum (one of them) and the last bucket's at the exact maximum: the rebuilt histogram's min and max are then
     /// exact, and every count is in the bucket it came from.
     @inline(__always)
-    private mutating func record(_ bucket: (value: UInt64, count: UInt64), last: Bool, into h: inout LatencyHistogram) {
+    private mutating func record(_ bucket: (value: UInt64, count: UInt64), last: Bool) {
         let top = LatencyHistogram.highestLatencyNanos
         var count = bucket.count
         guard count > 0 else {
@@ -321,16 +295,16 @@ private struct MergeState {
             return
         }
         let value = Swift.min(bucket.value, top)
-        if self.first, self.min > 0, h.valuesAreEquivalent(Swift.min(self.min, top), value) {
-            h.record(Swift.min(self.min, top))
+        if self.first, self.min > 0, self.histogram.valuesAreEquivalent(Swift.min(self.min, top), value) {
+            self.histogram.record(Swift.min(self.min, top))
             count -= 1
         }
         self.first = false
-        if last, count > 0, self.max > 0, h.valuesAreEquivalent(Swift.min(self.max, top), value) {
-            h.record(Swift.min(self.max, top), count: count)
+        if last, count > 0, self.max > 0, self.histogram.valuesAreEquivalent(Swift.min(self.max, top), value) {
+            self.histogram.record(Swift.min(self.max, top), count: count)
             count = 0
         }
-        if count > 0 { h.record(value, count: count) }
+        if count > 0 { self.histogram.record(value, count: count) }
     }
 }
 

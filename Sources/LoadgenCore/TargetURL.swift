@@ -1,3 +1,5 @@
+import Glibc
+
 /// An http or https URL, split into the parts a request needs. Parsing is strict: anything loadgen could not
 /// send exactly as written is refused before a run starts.
 public struct TargetURL: Hashable, Sendable, CustomStringConvertible {
@@ -9,6 +11,14 @@ public struct TargetURL: Hashable, Sendable, CustomStringConvertible {
     public var pathAndQuery: String
 
     public var scheme: String { self.isTLS ? "https" : "http" }
+
+    /// Whether `host` is an IPv4 or IPv6 address rather than a name: TLS then checks the certificate's IP
+    /// subjectAltName and sends no server name.
+    public static func isAddressLiteral(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
 
     /// Whether a connection to one serves the other (same scheme, host and port), compared without building text.
     public func sameOrigin(as other: TargetURL) -> Bool {

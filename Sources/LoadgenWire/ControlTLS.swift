@@ -26,13 +26,10 @@ public struct ControlTLS: Sendable {
         let roots = try read("CA", ca) { try NIOSSLCertificate.fromPEMFile(ca) }
         guard !roots.isEmpty else { throw .usage("The TLS CA '\(ca)' holds no PEM certificate.") }
         var configuration = server
-            ? TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
-                                                       privateKey: .privateKey(privateKey))
+            ? TLSConfiguration.makeServerConfiguration(certificateChain: [], privateKey: .privateKey(privateKey))
             : TLSConfiguration.makeClientConfiguration()
-        if !server {
-            configuration.certificateChain = chain.map { .certificate($0) }
-            configuration.privateKey = .privateKey(privateKey)
-        }
+        configuration.certificateChain = chain.map { .certificate($0) }
+        configuration.privateKey = .privateKey(privateKey)
         configuration.minimumTLSVersion = .tlsv12
         configuration.trustRoots = .certificates(roots)
         configuration.certificateVerification = server ? .noHostnameVerification : .fullVerification
@@ -48,7 +45,7 @@ public struct ControlTLS: Sendable {
             try pipeline.addHandler(NIOSSLServerHandler(context: self.context))
         } else {
             // An IP address is checked against the certificate's IP SANs (NIOSSL does so without a server name).
-            let isAddress = host.map { $0.contains(":") || $0.allSatisfy { $0.isNumber || $0 == "." } } ?? true
+            let isAddress = host.map(TargetURL.isAddressLiteral) ?? true
             try pipeline.addHandler(NIOSSLClientHandler(context: self.context, serverHostname: isAddress ? nil : host))
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import LoadgenCore
 import NIOCore
 import NIOPosix
@@ -35,22 +36,17 @@ public final class AsyncFetchExecutor: PhaseExecutor {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         let results = await withCheckedContinuation { (continuation: CheckedContinuation<[WorkerResult], Never>) in
             let state = Mutex<(results: [WorkerResult?], remaining: Int)>((Array(repeating: nil, count: self.slots), self.slots))
-            // Slots are dealt round-robin to the loops, and the slots of one loop share one tally: a latency histogram
-            // is 270 KB, so one per slot would make `--workers 4000` cost a gigabyte.
-            let loopList = Array(loops.makeIterator())
-            let tallies = loopList.indices.map { i in
-                LoopTally(engine: self.engine, control: control, sink: mailbox,
-                          slots: self.slots / loopList.count + (i < self.slots % loopList.count ? 1 : 0))
+            // Slots are dealt round-robin to the loops, and share what their loop holds.
+            let shared = loops.makeIterator().map { loop in
+                LoopShared(loop: loop, engine: self.engine, control: control, sink: mailbox)
             }
-            // Each target's request made once per loop and shared by its slots (written as is: no copy per request,
-            // and no reference count bounced between cores).
-            let requests = loopList.map { _ in self.engine.requests.map { ByteBuffer(bytes: $0) } }
             var made: [FetchSlot] = []
             for index in 0..<self.slots {
                 let share = self.engine.share(phase: phase, worker: index, of: self.slots)
-                let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, loop: loopList[index % loopList.count],
-                                     share: share, requests: requests[index % loopList.count], control: control,
-                                     tally: tallies[index % loopList.count]) { result in
+                let loop = shared[index % shared.count]
+                loop.addSlot()
+                let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, shared: loop, share: share,
+                                     control: control) { result in
                     let finished: [WorkerResult]? = state.withLock { state in
                         state.results[index] = result
                         state.remaining -= 1
@@ -79,18 +75,28 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     }
 }
 
-/// The tally the slots of one event loop record into, handed over at each tick and when the loop's last slot
-/// finishes. Touched only on that loop, so it needs no lock.
-final class LoopTally: @unchecked Sendable {
+/// What the slots of one event loop share: one tally (a latency histogram is 270 KB, so one per slot would make
+/// `--workers 4000` cost a gigabyte), handed over at each tick and when the loop's last slot finishes, and one copy
+/// of each target's request bytes (written as is: no copy per request, and no reference count bounced between
+/// cores). Touched only on that loop once the slots start, so it needs no lock.
+final class LoopShared: @unchecked Sendable {
+    let loop: any EventLoop
+    let requests: [ByteBuffer]
     private let sink: any TallySink
     private var counts: TickedTally
     /// Slots of this loop that have not finished.
-    private var active: Int
+    private var active = 0
 
-    init(engine: FetchEngine, control: WorkerControl, sink: any TallySink, slots: Int) {
+    init(loop: any EventLoop, engine: FetchEngine, control: WorkerControl, sink: any TallySink) {
+        self.loop = loop
+        self.requests = engine.requests.map { ByteBuffer(bytes: $0) }
         self.sink = sink
-        self.active = slots
         self.counts = TickedTally(control: control, targetCount: engine.targets.count)
+    }
+
+    /// Counts one more slot on this loop (before the slots start).
+    func addSlot() {
+        self.active += 1
     }
 
     func record(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64, at end: UInt64) {
@@ -105,17 +111,14 @@ final class LoopTally: @unchecked Sendable {
     }
 }
 
-import Foundation
-
 /// One request in flight at a time, forever on one event loop: all its state is touched only there.
 final class FetchSlot: @unchecked Sendable {
     // Every property below is read and written only on `loop` (start/abort hop onto it): the loop is the lock.
     private let engine: FetchEngine
-    private let requests: [ByteBuffer]
     private let ssl: NIOSSLContext
-    private let loop: any EventLoop
+    private let shared: LoopShared
+    private var loop: any EventLoop { self.shared.loop }
     private let control: WorkerControl
-    private let tally: LoopTally
     private let done: @Sendable (WorkerResult) -> Void
 
     private var schedule: RequestSchedule
@@ -149,15 +152,13 @@ final class FetchSlot: @unchecked Sendable {
     private var timeoutTimer: Scheduled<Void>?
     private var timeoutTimerAt: UInt64 = 0
 
-    init(engine: FetchEngine, ssl: NIOSSLContext, loop: any EventLoop, share: Share, requests: [ByteBuffer],
-         control: WorkerControl, tally: LoopTally, done: @escaping @Sendable (WorkerResult) -> Void) {
+    init(engine: FetchEngine, ssl: NIOSSLContext, shared: LoopShared, share: Share, control: WorkerControl,
+         done: @escaping @Sendable (WorkerResult) -> Void) {
         self.engine = engine
-        self.requests = requests
         self.ssl = ssl
-        self.loop = loop
+        self.shared = shared
         self.schedule = engine.schedule(share: share, control: control)
         self.control = control
-        self.tally = tally
         self.done = done
     }
 
@@ -191,7 +192,7 @@ final class FetchSlot: @unchecked Sendable {
         self.timeoutTimer?.cancel()
         self.timeoutTimer = nil
         self.dropChannel()
-        self.tally.slotFinished()
+        self.shared.slotFinished()
         self.done(WorkerResult(doneAtNanos: MonotonicClock.nowNanos()))
     }
 
@@ -206,13 +207,14 @@ final class FetchSlot: @unchecked Sendable {
         case .wait(let due):
             self.loop.scheduleTask(in: .nanoseconds(Int64(due - now))) { self.next() }
         case .send(let urlIndex, let start):
+            let timeoutAt = start &+ self.engine.spec.timeoutNanos
             self.generation &+= 1
             self.current = InFlight(
                 urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
-                request: self.requests[urlIndex], redirects: 0, retried: false,
+                request: self.shared.requests[urlIndex], redirects: 0, retried: false,
                 parser: HTTPResponseParser(isHead: self.engine.spec.method == .head),
-                timeoutAt: start &+ self.engine.spec.timeoutNanos, generation: self.generation)
-            self.armTimeout(at: start &+ self.engine.spec.timeoutNanos, now: now)
+                timeoutAt: timeoutAt, generation: self.generation)
+            self.armTimeout(at: timeoutAt, now: now)
             self.send()
         }
     }
@@ -258,7 +260,7 @@ final class FetchSlot: @unchecked Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if isTLS {
-                        let isAddress = host.contains(":") || host.allSatisfy { $0.isNumber || $0 == "." }
+                        let isAddress = TargetURL.isAddressLiteral(host)
                         try channel.pipeline.syncOperations.addHandler(
                             NIOSSLClientHandler(context: ssl, serverHostname: isAddress ? nil : host))
                     }
@@ -384,7 +386,7 @@ final class FetchSlot: @unchecked Sendable {
             self.dropChannel()
         }
         let end = MonotonicClock.nowNanos()
-        self.tally.record(result, urlIndex: current.urlIndex, latencyNanos: end &- current.start, at: end)
+        self.shared.record(result, urlIndex: current.urlIndex, latencyNanos: end &- current.start, at: end)
         self.next()
     }
 

@@ -162,9 +162,7 @@ private struct RingWorker {
                     var code = s.error
                     if code == 0, s.written != s.size { code = EIO }
                     if code == 0 {
-                        counts.tally.ops &+= 1
-                        counts.tally.bytes &+= s.size
-                        counts.recordLatency(now &- s.start)
+                        counts.recordOperation(bytes: s.size, latencyNanos: now &- s.start)
                     } else {
                         let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
                         _ = namer.writePath(of: s.index, into: path(slot), alphabet: alphabet)
@@ -178,9 +176,7 @@ private struct RingWorker {
                         }
                     }
                 } else if s.error == 0 {
-                    counts.tally.ops &+= 1
-                    counts.tally.bytes &+= namer.sizeBytes(of: s.index)
-                    counts.recordLatency(now &- s.start)
+                    counts.recordOperation(bytes: namer.sizeBytes(of: s.index), latencyNanos: now &- s.start)
                 } else if s.error != ENOENT {
                     let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
                     counts.tally.recordError(ErrorKind.fromErrno(s.error), "removing \(String(cString: p)): \(errnoDescription(s.error))")

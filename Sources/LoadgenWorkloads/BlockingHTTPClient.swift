@@ -299,9 +299,7 @@ public final class BlockingHTTPClient {
             return .failure(FetchFailure(.tls, "a TLS session could not be made: \(TLSContext.lastError())"))
         }
         SSL_set_fd(ssl, fd)
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        let isAddress = inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+        let isAddress = TargetURL.isAddressLiteral(host)
         if !isAddress { _ = lg_ssl_set_sni(ssl, host) }
         if tls.verifies {
             if isAddress { X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) } else { SSL_set1_host(ssl, host) }

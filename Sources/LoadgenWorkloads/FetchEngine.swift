@@ -112,15 +112,7 @@ struct RequestSchedule {
     let pace: Pace?
     let urlCount: UInt64
     /// Requests sent so far.
-    private var k: UInt64 = 0
-
-    init(share: Share, startAtNanos: UInt64, deadline: UInt64?, pace: Pace?, urlCount: UInt64) {
-        self.share = share
-        self.startAtNanos = startAtNanos
-        self.deadline = deadline
-        self.pace = pace
-        self.urlCount = urlCount
-    }
+    private(set) var sent: UInt64 = 0
 
     enum Step: Equatable {
         /// The share is done, or the deadline has come.
@@ -133,8 +125,8 @@ struct RequestSchedule {
 
     /// What to do at `now`; a `send` moves the plan on by one request.
     mutating func step(now: UInt64) -> Step {
-        if let count = self.share.count, self.k >= count { return .done }
-        let index = self.share.first &+ self.k &* self.share.stride
+        if let count = self.share.count, self.sent >= count { return .done }
+        let index = self.share.first &+ self.sent &* self.share.stride
         var start = now
         if let pace = self.pace {
             guard let offset = pace.dueNanos(index) else { return .done }
@@ -145,7 +137,7 @@ struct RequestSchedule {
         } else if let deadline = self.deadline, now >= deadline {
             return .done
         }
-        self.k &+= 1
+        self.sent &+= 1
         return .send(urlIndex: Int(index % self.urlCount), startNanos: start)
     }
 }

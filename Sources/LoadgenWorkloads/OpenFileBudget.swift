@@ -13,17 +13,12 @@ public enum OpenFileBudget {
     /// standard streams.
     static let reserve = 64
 
-    /// Raises the soft limit to the hard limit; returns the soft limit now in force.
-    @discardableResult
-    public static func raiseSoftLimit() -> UInt64 {
+    /// Raises the soft limit to the hard limit (``currentLimit`` then reads what is in force).
+    public static func raiseSoftLimit() {
         var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return UInt64.max }
-        if limit.rlim_cur < limit.rlim_max {
-            var raised = limit
-            raised.rlim_cur = limit.rlim_max
-            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_max) }
-        }
-        return UInt64(limit.rlim_cur)
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// The soft limit in force.

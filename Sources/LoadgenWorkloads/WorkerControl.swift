@@ -71,6 +71,14 @@ public struct TickedTally {
         self.recent.reserveCapacity(Self.bufferedLatencies)
     }
 
+    /// Counts one operation that succeeded: its bytes and its latency.
+    @inline(__always)
+    public mutating func recordOperation(bytes: UInt64, latencyNanos: UInt64) {
+        self.tally.ops &+= 1
+        self.tally.bytes &+= bytes
+        self.recordLatency(latencyNanos)
+    }
+
     /// Records one operation's latency (its exact sum at once, its histogram bucket when the buffer is flushed).
     @inline(__always)
     public mutating func recordLatency(_ nanos: UInt64) {

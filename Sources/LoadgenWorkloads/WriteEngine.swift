@@ -100,9 +100,7 @@ public final class WriteEngine: WorkloadEngine {
             }
             let t1 = MonotonicClock.nowNanos()
             if errorCode == 0 {
-                counts.tally.ops &+= 1
-                counts.tally.bytes &+= size
-                counts.recordLatency(t1 &- t0)
+                counts.recordOperation(bytes: size, latencyNanos: t1 &- t0)
             } else {
                 let kind = ErrorKind.fromErrno(errorCode)
                 counts.tally.recordError(kind, "creating \(String(cString: path)): \(errnoDescription(errorCode))")
@@ -140,9 +138,7 @@ public final class WriteEngine: WorkloadEngine {
             let result = unlinkat(dirFD, path, 0)
             let t1 = MonotonicClock.nowNanos()
             if result == 0 {
-                counts.tally.ops &+= 1
-                counts.tally.bytes &+= namer.sizeBytes(of: index)
-                counts.recordLatency(t1 &- t0)
+                counts.recordOperation(bytes: namer.sizeBytes(of: index), latencyNanos: t1 &- t0)
             } else {
                 let code = errno
                 // A file whose creation failed was never there: nothing to remove, nothing to count.

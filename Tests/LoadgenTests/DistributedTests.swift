@@ -411,18 +411,8 @@ struct ControlTLSTests {
     /// A CA with agent certificates for 127.0.0.1 and (misnamed) 127.0.0.2 and a coordinator certificate, and a
     /// second CA with a certificate of its own, all made with the openssl command line.
     static func certificates(in dir: String) throws {
-        func run(_ args: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            p.arguments = args
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw LoadgenError.io("openssl \(args.first ?? "") failed") }
-        }
         for ca in ["ca", "other-ca"] {
-            try run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(ca).key",
+            try TestSupport.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(ca).key",
                      "-out", "\(dir)/\(ca).pem", "-days", "2", "-subj", "/CN=loadgen \(ca)"])
         }
         for (name, ca, san, usage) in [("agent", "ca", "IP:127.0.0.1", "serverAuth"), ("misnamed", "ca", "IP:127.0.0.2", "serverAuth"),
@@ -430,9 +420,9 @@ struct ControlTLSTests {
                                        ("stranger", "other-ca", "DNS:stranger", "clientAuth")] {
             try "subjectAltName=\(san)\nbasicConstraints=CA:FALSE\nextendedKeyUsage=\(usage)\n"
                 .write(toFile: "\(dir)/\(name).cnf", atomically: true, encoding: .utf8)
-            try run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(name).key",
+            try TestSupport.openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(dir)/\(name).key",
                      "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(name)"])
-            try run(["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(ca).pem", "-CAkey", "\(dir)/\(ca).key",
+            try TestSupport.openssl(["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(ca).pem", "-CAkey", "\(dir)/\(ca).key",
                      "-CAcreateserial", "-out", "\(dir)/\(name).pem", "-days", "2", "-extfile", "\(dir)/\(name).cnf"])
         }
     }

@@ -68,23 +68,13 @@ final class TestHTTPServer: Sendable {
 
     /// A CA and a certificate for localhost and 127.0.0.1 signed by it, made with the openssl command line.
     static func makeCertificates(in dir: String) throws -> (caFile: String, context: NIOSSLContext) {
-        func run(_ args: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            p.arguments = args
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else { throw LoadgenError.io("openssl \(args.first ?? "") failed") }
-        }
         let ext = dir + "/ext.cnf"
         try "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n".write(toFile: ext, atomically: true, encoding: .utf8)
-        try run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/ca.key", "-out", dir + "/ca.pem",
+        try TestSupport.openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/ca.key", "-out", dir + "/ca.pem",
                  "-days", "2", "-subj", "/CN=loadgen test CA"])
-        try run(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/server.key", "-out", dir + "/server.csr",
+        try TestSupport.openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/server.key", "-out", dir + "/server.csr",
                  "-subj", "/CN=localhost"])
-        try run(["x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key",
+        try TestSupport.openssl(["x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.pem", "-CAkey", dir + "/ca.key",
                  "-CAcreateserial", "-out", dir + "/server.pem", "-days", "2", "-extfile", ext])
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(dir + "/server.pem").map { .certificate($0) },

@@ -72,6 +72,18 @@ enum TestSupport {
 
     /// Runs the built binary with a time limit and returns its exit status and output. Waits without blocking a
     /// thread of the (two-thread) cooperative pool, so tests running beside it are not starved.
+    /// Runs the openssl command line (certificates for the TLS tests); throws when it fails.
+    static func openssl(_ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw LoadgenError.io("openssl \(args.first ?? "") failed") }
+    }
+
     /// - Parameter launcher: a command that runs loadgen, such as `["/usr/bin/prlimit", "--nofile=256"]`.
     static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 60,
                     measuringPeakMemory: Bool = false, launcher: [String] = []) async throws -> Output {

@@ -36,7 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
-        .target(name: "CLoadgen", linkerSettings: [.linkedLibrary("uring")]),
+        .target(name: "CLoadgen"),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen"], swiftSettings: swiftSettings),
         .target(

@@ -22,6 +22,11 @@ THREADS=${THREADS:-$(nproc)}
 [ -n "$shared" ] && [ -f "$shared/cwrite.c" ] || { echo "../shared/bench/cwrite.c is needed beside the project"; exit 2; }
 work=$(mktemp -d "$ROOT/lgfloor.XXXXXX"); export LOADGEN_DB="$work/runs.sqlite"; trap 'rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/cwrite" "$shared/cwrite.c"
+# The C reference program uses liburing (loadgen itself does not): install it for this bench when it is missing.
+if [ ! -f /usr/include/liburing.h ]; then
+  if [ "$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev >/dev/null
+  else echo "uring-chain.c needs liburing-dev (apt-get install liburing-dev); loadgen does not"; exit 2; fi
+fi
 cc -O2 -o "$work/uring-chain" "$here/uring-chain.c" -luring
 declare -A rates
 add() { rates[$1]="${rates[$1]:-} $2"; }

@@ -1,4 +1,4 @@
-// CLoadgenRing: the io_uring engine's system calls, through liburing, behind a few plain functions.
+// CLoadgenRing: the io_uring engine's system calls, made directly (no liburing), behind a few plain functions.
 #ifndef CLOADGEN_RING_H
 #define CLOADGEN_RING_H
 

@@ -66,7 +66,7 @@ let package = Package(
         ),
         .target(
             name: "LoadgenCoordinator",
-            dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenStore", "LoadgenWire", nioCore, nioPosix, logging],
+            dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenWorkloads", "LoadgenStore", "LoadgenWire", nioCore, nioPosix, logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

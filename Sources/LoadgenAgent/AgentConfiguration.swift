@@ -18,6 +18,8 @@ public struct AgentConfiguration: Sendable {
     public var handshakeDeadlineNanos: UInt64
     /// Why io_uring is not to be used on this agent, when it is not.
     public var ioUringDisabled: String?
+    /// How long a prepare waits for a closing run to free the slot before it is refused as busy (10 s).
+    public var closeWaitNanos: UInt64 = 10_000_000_000
 
     public init(agentID: String, host: String, cores: Int, loadgenVersion: String, policy: AgentPolicy,
                 prover: (any SecretProver)?, workerExecutable: String, silenceLimitNanos: UInt64 = 1_500_000_000,
@@ -36,18 +38,38 @@ public struct AgentConfiguration: Sendable {
 }
 
 /// The one run an agent serves at a time, shared by all its sessions: a second coordinator is refused, not queued.
+/// A run is *closing* from its last message until its executor is gone; a claim then waits for it, bounded, since
+/// the slot is about to be free.
 public final class AgentRunSlot: Sendable {
-    private let holder = Mutex<(runID: String, coordinator: String)?>(nil)
+    public struct Holder: Sendable, Equatable {
+        public var runID: String
+        public var coordinator: String
+        public var closing: Bool
+    }
+
+    private let holder = Mutex<Holder?>(nil)
 
     public init() {}
 
-    /// Claims the slot, or returns who holds it.
-    func claim(runID: String, coordinator: String) -> (runID: String, coordinator: String)? {
-        self.holder.withLock { holder in
-            if let current = holder { return current }
-            holder = (runID, coordinator)
-            return nil
+    /// Claims the slot, waiting up to `waitNanos` for a closing run to release it. Nil when claimed; otherwise who
+    /// holds it.
+    func claim(runID: String, coordinator: String, waitNanos: UInt64) async -> Holder? {
+        let deadline = MonotonicClock.nowNanos() &+ waitNanos
+        while true {
+            let current: Holder? = self.holder.withLock { holder in
+                if let current = holder { return current }
+                holder = Holder(runID: runID, coordinator: coordinator, closing: false)
+                return nil
+            }
+            guard let current else { return nil }
+            guard current.closing, MonotonicClock.nowNanos() < deadline else { return current }
+            try? await Task.sleep(for: .milliseconds(5))
         }
+    }
+
+    /// The run sent its last message (or lost its coordinator): it is on its way out.
+    func markClosing(runID: String) {
+        self.holder.withLock { if $0?.runID == runID { $0?.closing = true } }
     }
 
     func release(runID: String) {

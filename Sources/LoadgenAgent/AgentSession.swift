@@ -3,13 +3,9 @@ import LoadgenWorkloads
 import Synchronization
 
 /// One coordinator's conversation with this agent, over any transport (a TCP connection, or in-process for the
-/// embedded agent): the handshake, then runs, with a dead-man switch.
-///
-///     awaitingHello ──hello──▶ awaitingAuth ──auth (valid proof)──▶ ready ──prepare/start/finish/abort...
-///           └───────── anything else, a bad proof, a version mismatch: `error`, then close ─────────┘
-///
-/// Dead-man switch: while a run is active, silence from the coordinator for ``AgentConfiguration/silenceLimitNanos``
-/// (heartbeats come every 500 ms) stops all its load and ends the run; it is never resumed.
+/// embedded agent). A thin shell: every message, everything the run emits, the run's end and a 100 ms tick go
+/// into an ``AgentSessionStateMachine`` (the handshake, the run's lifecycle with its closing state, the dead-man
+/// switch), and the session carries out the actions that come back.
 public final class AgentSession: Sendable {
     public let configuration: AgentConfiguration
     public let slot: AgentRunSlot
@@ -22,175 +18,169 @@ public final class AgentSession: Sendable {
         self.peer = peer
     }
 
-    private enum Stage: Sendable {
-        case awaitingHello
-        case awaitingAuth(coordinatorNonce: String, agentNonce: String)
-        case ready
-    }
-
+    /// A run this session handed to a controller: how to command and stop it.
     private struct ActiveRun: Sendable {
         let controller: RunController
         let commands: AsyncStream<RunCommand>.Continuation
+        let stream: AsyncStream<RunCommand>
     }
 
     private final class Shared: Sendable {
-        let lastHeard = Atomic<UInt64>(MonotonicClock.nowNanos())
+        let machine: Mutex<AgentSessionStateMachine>
         let lastSent = Atomic<UInt64>(0)
         let over = Atomic<Bool>(false)
-        let ready = Atomic<Bool>(false)
-        let run = Mutex<ActiveRun?>(nil)
+        let runs = Mutex<[String: ActiveRun]>([:])
 
-        func stopRun(_ reason: String) {
-            if let active = self.run.withLock({ $0 }) {
-                active.controller.stop.request(reason)
-                active.commands.finish()
-            }
-        }
+        init(machine: AgentSessionStateMachine) { self.machine = Mutex(machine) }
     }
 
     /// Serves `inbound` until it ends or the session closes it. `send` delivers a message (false once the peer is
     /// gone); `close` ends the transport, which ends `inbound`.
     public func run(inbound: AsyncStream<WireMessage>, send transportSend: @escaping @Sendable (WireMessage) async -> Bool,
                     close: @escaping @Sendable () -> Void) async {
-        let shared = Shared()
+        let configuration = self.configuration
+        let greeting = AgentSessionStateMachine.Greeting(
+            agentID: configuration.agentID, host: configuration.host, cores: configuration.cores,
+            loadgenVersion: configuration.loadgenVersion, nonce: Handshake.makeNonce(),
+            ready: .init(policy: configuration.policy.summary, openFileLimit: OpenFileBudget.currentLimit))
+        let shared = Shared(machine: AgentSessionStateMachine(
+            greeting: greeting, prover: configuration.prover, peer: self.peer, nowNanos: MonotonicClock.nowNanos(),
+            silenceLimitNanos: configuration.silenceLimitNanos, handshakeDeadlineNanos: configuration.handshakeDeadlineNanos,
+            closeWaitNanos: configuration.closeWaitNanos))
         let send: @Sendable (WireMessage) async -> Bool = { message in
             shared.lastSent.store(MonotonicClock.nowNanos(), ordering: .relaxed)
             return await transportSend(message)
         }
-        let configuration = self.configuration
-        let started = MonotonicClock.nowNanos()
+
+        let (launches, launcher) = AsyncStream.makeStream(of: RunRequest.self)
+        let context = Context(shared: shared, send: send, close: close, launcher: launcher)
 
         await withDiscardingTaskGroup { group in
             group.addTask {
-                // Watchdog: the handshake deadline, then the dead-man switch.
-                while !shared.over.load(ordering: .relaxed) {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    let now = MonotonicClock.nowNanos()
-                    if !shared.ready.load(ordering: .relaxed), now &- started > configuration.handshakeDeadlineNanos {
-                        _ = await send(.failure(.init(code: .authentication, message: "The handshake did not finish within \(DurationText.format(nanos: configuration.handshakeDeadlineNanos)).")))
-                        close()
-                        return
-                    }
-                    let silent = now &- shared.lastHeard.load(ordering: .relaxed)
-                    if silent > configuration.silenceLimitNanos, shared.run.withLock({ $0 != nil }) {
-                        shared.stopRun("The coordinator \(self.peer) was silent for \(DurationText.format(nanos: silent)); the run was stopped.")
+                // Runs, each in a task of its own, all awaited before the session ends.
+                await withDiscardingTaskGroup { runs in
+                    for await request in launches {
+                        runs.addTask { await self.serve(request, context: context) }
                     }
                 }
             }
-
-            var stage = Stage.awaitingHello
+            group.addTask {
+                // The clock: handshake deadline, dead-man switch, and the bound on a prepare waiting for a close.
+                while !shared.over.load(ordering: .relaxed) {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    if shared.over.load(ordering: .relaxed) { break }
+                    _ = await self.feed(.tick, context: context)
+                }
+            }
             for await message in inbound {
-                shared.lastHeard.store(MonotonicClock.nowNanos(), ordering: .relaxed)
-                let keepGoing = await self.handle(message, stage: &stage, shared: shared, group: &group, send: send)
-                if !keepGoing {
+                if await !self.feed(.received(message), context: context) {
                     close()
                     break
                 }
             }
             shared.over.store(true, ordering: .relaxed)
-            shared.stopRun("The connection to the coordinator \(self.peer) closed; the run was stopped.")
+            _ = await self.feed(.connectionClosed, context: context)
+            launcher.finish()
         }
     }
 
-    /// Handles one message; false to close the session.
-    private func handle(_ message: WireMessage, stage: inout Stage, shared: Shared,
-                        group: inout DiscardingTaskGroup, send: @escaping @Sendable (WireMessage) async -> Bool) async -> Bool {
-        let configuration = self.configuration
-        func fail(_ code: LoadgenError.Code, _ text: String) async -> Bool {
-            _ = await send(.failure(.init(code: code, message: text)))
-            return false
+    private struct Context: Sendable {
+        let shared: Shared
+        let send: @Sendable (WireMessage) async -> Bool
+        let close: @Sendable () -> Void
+        let launcher: AsyncStream<RunRequest>.Continuation
+    }
+
+    /// Feeds one event in and carries its actions out, in order. False once the session closed the connection.
+    @discardableResult
+    private func feed(_ event: AgentSessionStateMachine.Event, context: Context) async -> Bool {
+        let actions = context.shared.machine.withLock { $0.handle(event, nowNanos: MonotonicClock.nowNanos()) }
+        var open = true
+        for action in actions where await !self.perform(action, context: context) {
+            open = false
         }
-        switch (stage, message) {
-        case (.awaitingHello, .hello(let hello)):
-            guard hello.protocolVersion == WireMessage.protocolVersion else {
-                return await fail(.authentication, "Agent \(configuration.agentID) speaks loadgen protocol version \(WireMessage.protocolVersion); the coordinator speaks version \(hello.protocolVersion).")
-            }
-            guard Handshake.isWellFormedNonce(hello.nonce) else {
-                return await fail(.authentication, "The coordinator's nonce is not 64 hexadecimal digits.")
-            }
-            let nonce = Handshake.makeNonce()
-            let proof = configuration.prover?.proof(label: Handshake.agentLabel, first: hello.nonce, second: nonce)
-            stage = .awaitingAuth(coordinatorNonce: hello.nonce, agentNonce: nonce)
-            return await send(.welcome(.init(
-                loadgenVersion: configuration.loadgenVersion, agentID: configuration.agentID, host: configuration.host,
-                cores: configuration.cores, nonce: nonce, authRequired: configuration.prover != nil, proof: proof)))
+        return open
+    }
 
-        case (.awaitingAuth(let coordinatorNonce, let agentNonce), .auth(let auth)):
-            if let prover = configuration.prover {
-                guard let proof = auth.proof,
-                      prover.verify(proof, label: Handshake.coordinatorLabel, first: agentNonce, second: coordinatorNonce)
-                else {
-                    return await fail(.authentication, "The coordinator did not prove it holds this agent's secret.")
-                }
-            }
-            stage = .ready
-            shared.ready.store(true, ordering: .relaxed)
-            return await send(.ready(.init(policy: configuration.policy.summary, openFileLimit: OpenFileBudget.currentLimit)))
-
-        case (.awaitingHello, _), (.awaitingAuth, _):
-            return await fail(.authentication, "A \(message.kind.rawValue) message arrived before the handshake finished.")
-
-        case (.ready, .ping(let ping)):
-            return await send(.pong(.init(seq: ping.seq, sentNanos: ping.sentNanos, agentWallNanos: MonotonicClock.wallNanos())))
-
-        case (.ready, .heartbeat(let beat)):
+    private func perform(_ action: AgentSessionStateMachine.Action, context: Context) async -> Bool {
+        let shared = context.shared
+        switch action {
+        case .send(let message):
+            return await context.send(message)
+        case .sendAndClose(let message):
+            _ = await context.send(message)
+            context.close()
+            return false
+        case .close:
+            context.close()
+            return false
+        case .pong(let ping):
+            return await context.send(.pong(.init(seq: ping.seq, sentNanos: ping.sentNanos, agentWallNanos: MonotonicClock.wallNanos())))
+        case .answerHeartbeat(let beat):
             // The coordinator needs to hear from us, not to hear an echo: when something else (an interval) went out
             // in the last 500 ms, that says we are alive, and a cluster of hundreds of agents halves its traffic.
             if MonotonicClock.nowNanos() &- shared.lastSent.load(ordering: .relaxed) < 500_000_000 { return true }
-            return await send(.heartbeat(beat))
-
-        case (.ready, .prepare(let prepare)):
-            let request = prepare.request
-            do {
-                try request.validate()
-                try configuration.policy.check(request)
-            } catch {
-                return await send(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
-            }
-            if let busy = self.slot.claim(runID: request.runID, coordinator: self.peer) {
-                return await send(.refused(.init(runID: request.runID, code: .policy,
-                                                 message: "Agent \(configuration.agentID) is busy with run \(busy.runID) for \(busy.coordinator); it serves one run at a time.")))
-            }
+            return await context.send(.heartbeat(beat))
+        case .prepare(let request):
             let controller = RunController(request: request, context: RunContext(
-                agentID: configuration.agentID, allowedRoots: configuration.policy.allowedRoots,
-                workerExecutable: configuration.workerExecutable, ioUringDisabled: configuration.ioUringDisabled))
+                agentID: self.configuration.agentID, allowedRoots: self.configuration.policy.allowedRoots,
+                workerExecutable: self.configuration.workerExecutable, ioUringDisabled: self.configuration.ioUringDisabled))
             let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
-            shared.run.withLock { $0 = ActiveRun(controller: controller, commands: continuation) }
-            let slot = self.slot
-            group.addTask {
-                await controller.run(commands: commands) { message in _ = await send(message) }
-                shared.run.withLock { $0 = nil }
-                slot.release(runID: request.runID)
-            }
+            shared.runs.withLock { $0[request.runID] = ActiveRun(controller: controller, commands: continuation, stream: commands) }
+            context.launcher.yield(request)
             return true
-
-        case (.ready, .start(let start)):
-            guard let active = shared.run.withLock({ $0 }), active.controller.request.runID == start.runID else {
-                return await fail(.protocolViolation, "A start for run \(start.runID) arrived, but that run is not prepared here.")
-            }
-            let delay = min(start.delayNanos ?? 0, 10_000_000_000)
-            active.commands.yield(.start(start.phase, atNanos: MonotonicClock.nowNanos() &+ delay))
+        case .startPhase(let id, let phase, let delay):
+            shared.runs.withLock { $0[id] }?.commands.yield(.start(phase, atNanos: MonotonicClock.nowNanos() &+ delay))
             return true
-
-        case (.ready, .finish(let finish)):
-            if let active = shared.run.withLock({ $0 }), active.controller.request.runID == finish.runID {
+        case .finishRun(let id):
+            if let active = shared.runs.withLock({ $0[id] }) {
                 active.commands.yield(.finish)
                 active.commands.finish()
             }
             return true
-
-        case (.ready, .abort(let abort)):
-            if let active = shared.run.withLock({ $0 }), active.controller.request.runID == abort.runID {
-                active.controller.stop.request(abort.reason)
+        case .stopRun(let id, let reason):
+            if let active = shared.runs.withLock({ $0[id] }) {
+                active.controller.stop.request(reason)
+                if shared.over.load(ordering: .relaxed) { self.slot.markClosing(runID: id) }
             }
             return true
-
-        case (.ready, .failure(let failure)):
-            shared.stopRun("The coordinator reported an error: \(failure.message)")
-            return false
-
-        case (.ready, _):
-            return await fail(.protocolViolation, "An agent does not accept \(message.kind.rawValue) messages.")
         }
+    }
+
+    /// One run from its prepare to its slot's release: the policy check, the claim (waiting for a closing run),
+    /// the controller, and then `runEnded`, which sends `closed`.
+    private func serve(_ request: RunRequest, context: Context) async {
+        guard let active = context.shared.runs.withLock({ $0[request.runID] }) else { return }
+        let emit: @Sendable (WireMessage) async -> Void = { message in
+            switch message {
+            case .finished, .refused: self.slot.markClosing(runID: request.runID)
+            default: break
+            }
+            await self.feed(.runEmitted(message), context: context)
+        }
+        defer { context.shared.runs.withLock { _ = $0.removeValue(forKey: request.runID) } }
+        do {
+            try request.validate()
+            try self.configuration.policy.check(request)
+        } catch {
+            await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
+            await self.feed(.runEnded(request.runID), context: context)
+            return
+        }
+        if let busy = await self.slot.claim(runID: request.runID, coordinator: self.peer, waitNanos: self.configuration.closeWaitNanos) {
+            let what = busy.closing ? "was still closing run \(busy.runID) for \(busy.coordinator) after \(DurationText.format(nanos: self.configuration.closeWaitNanos))"
+                                    : "is busy with run \(busy.runID) for \(busy.coordinator)"
+            await emit(.refused(.init(runID: request.runID, code: .policy,
+                                      message: "Agent \(self.configuration.agentID) \(what); it serves one run at a time.")))
+            await self.feed(.runEnded(request.runID), context: context)
+            return
+        }
+        if active.controller.stop.isRequested {
+            await emit(.refused(.init(runID: request.runID, code: .aborted, message: active.controller.stop.reason ?? "The run was stopped before it was prepared.")))
+        } else {
+            await active.controller.run(commands: active.stream, emit: emit)
+        }
+        self.slot.release(runID: request.runID)
+        await self.feed(.runEnded(request.runID), context: context)
     }
 }

@@ -32,44 +32,21 @@ public struct CoordinatorConfiguration: Sendable {
     }
 }
 
-/// An agent that finished the handshake.
-public struct ConnectedAgent: Sendable, Hashable {
-    public var index: Int
-    public var address: String
-    public var agentID: String
-    public var host: String
-    public var cores: Int
-    public var loadgenVersion: String
-    public var policy: AgentPolicySummary
-    /// How many files the agent may hold open (nil: it did not say).
-    public var openFileLimit: UInt64?
-    /// The shortest of the handshake's ping round trips.
-    public var rttNanos: UInt64
-    /// The agent's wall clock minus the coordinator's, estimated at that round trip (recorded, never used to time).
-    public var clockOffsetNanos: Int64
-}
-
-/// What the live view sees while a phase runs.
-public struct ProgressSnapshot: Sendable {
-    public var request: RunRequest
-    public var phase: Phase
-    public var elapsedNanos: UInt64
-    /// Operations done so far across agents, and how many the phase has in all (nil: bounded by time).
-    public var ops: UInt64
-    public var expectedOps: UInt64?
-    public var errors: UInt64
-    /// Operations per second over the latest interval.
-    public var currentRate: Double
-    public var agentsRunning: Int
-    public var agentsLost: Int
-}
-
 /// Receives what happens during a run, for people (the command line renders it).
 public protocol RunObserver: Sendable {
+    /// Every agent finished its handshake and the plan passed its checks.
+    func connected(_ agents: [ConnectedAgent])
     func phaseStarted(_ request: RunRequest, phase: Phase, agents: [ConnectedAgent])
     func progress(_ snapshot: ProgressSnapshot)
     func agentLost(_ agent: ConnectedAgent, message: String)
     func note(_ message: String)
+    /// One run of a plan ended (stored, when there is a store).
+    func runFinished(_ outcome: RunOutcome)
+}
+
+extension RunObserver {
+    public func connected(_ agents: [ConnectedAgent]) {}
+    public func runFinished(_ outcome: RunOutcome) {}
 }
 
 /// Keeps runs (the SQLite store). Interval reports arrive on the coordinator's loop and must not slow it: an

@@ -34,18 +34,19 @@ public enum WireMessage: Sendable, Hashable {
     case phaseDone(PhaseDone)
     case finish(Finish)
     case finished(Finished)
+    case closed(Closed)
     case heartbeat(Heartbeat)
     case abort(Abort)
     case failure(Failure)
 
     /// The version of this protocol; a peer speaking another is refused at the handshake.
-    public static let protocolVersion = 2
+    public static let protocolVersion = 3
 
     /// The `type` field of each case.
     public enum Kind: String, CaseIterable, Sendable, Codable {
         case hello, welcome, auth, ready, ping, pong, prepare, work, prepared, refused, start, interval
         case phaseDone = "phase_done"
-        case finish, finished, heartbeat, abort
+        case finish, finished, closed, heartbeat, abort
         case failure = "error"
     }
 
@@ -66,6 +67,7 @@ public enum WireMessage: Sendable, Hashable {
         case .phaseDone: .phaseDone
         case .finish: .finish
         case .finished: .finished
+        case .closed: .closed
         case .heartbeat: .heartbeat
         case .abort: .abort
         case .failure: .failure
@@ -353,6 +355,14 @@ extension WireMessage {
         }
     }
 
+    /// Agent → coordinator: the run is closed and its slot free (its executor, worker processes and ring are gone),
+    /// so the agent takes a new prepare at once. Sent after ``Finished``; a coordinator starts its next run only
+    /// when every agent of the last one has said this.
+    public struct Closed: Codable, Sendable, Hashable {
+        public var runID: String
+        public init(runID: String) { self.runID = runID }
+    }
+
     public struct Heartbeat: Codable, Sendable, Hashable {
         public var seq: Int
         public init(seq: Int) { self.seq = seq }
@@ -427,6 +437,7 @@ extension WireMessage: Codable {
         case .phaseDone: self = .phaseDone(try PhaseDone(from: decoder))
         case .finish: self = .finish(try Finish(from: decoder))
         case .finished: self = .finished(try Finished(from: decoder))
+        case .closed: self = .closed(try Closed(from: decoder))
         case .heartbeat: self = .heartbeat(try Heartbeat(from: decoder))
         case .abort: self = .abort(try Abort(from: decoder))
         case .failure: self = .failure(try Failure(from: decoder))
@@ -452,6 +463,7 @@ extension WireMessage: Codable {
         case .phaseDone(let m): try m.encode(to: encoder)
         case .finish(let m): try m.encode(to: encoder)
         case .finished(let m): try m.encode(to: encoder)
+        case .closed(let m): try m.encode(to: encoder)
         case .heartbeat(let m): try m.encode(to: encoder)
         case .abort(let m): try m.encode(to: encoder)
         case .failure(let m): try m.encode(to: encoder)

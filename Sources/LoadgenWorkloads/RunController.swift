@@ -134,7 +134,14 @@ public final class RunController: Sendable {
         for await command in commands {
             switch command {
             case .start(let phase, let atNanos):
-                if self.stop.isRequested { continue }
+                if let reason = self.stop.reason {
+                    // Stopped between phases: say so at once, so the coordinator does not wait for a phase that
+                    // will never run.
+                    await emit(.phaseDone(.init(runID: self.request.runID, phase: phase, status: .aborted, message: reason,
+                                                ops: 0, bytes: 0, errors: 0, durationNanos: 0, firstDoneNanos: 0,
+                                                lastDoneNanos: 0)))
+                    continue
+                }
                 ranPhase = true
                 let done = await runner.run(phase, startAtNanos: atNanos, executor: executor, stop: self.stop,
                                             targetCount: self.request.fetch?.urls.count ?? 0,

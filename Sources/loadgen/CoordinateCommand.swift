@@ -62,16 +62,7 @@ struct CoordinateCommand: AsyncParsableCommand {
     }
 
     /// Everything the command will run, checked before anything starts.
-    struct Plan: Sendable {
-        var workload: WorkloadKind
-        var modes: [ExecutionMode]
-        /// Modes included by `all` rather than named: one an agent cannot run (async writes without io_uring) is
-        /// skipped with a note instead of refusing the whole command.
-        var impliedModes: Set<ExecutionMode> = []
-        var makeRequest: @Sendable (ExecutionMode, String) -> RunRequest
-    }
-
-    func plan() throws(LoadgenError) -> Plan {
+    func plan() throws(LoadgenError) -> RunPlan {
         var targets = self.run.targets
         if let file = self.fetch.targetsFile {
             targets += try FetchOptions.readTargetsFile(file)
@@ -98,7 +89,7 @@ struct CoordinateCommand: AsyncParsableCommand {
             let probe = RunRequest(runID: "check", label: label, fetch: spec, mode: .threads, workers: workers, seed: seed,
                                    intervalNanos: interval)
             try probe.validate()
-            return Plan(workload: .fetch, modes: modes) { mode, runID in
+            return RunPlan(workload: .fetch, modes: modes) { mode, runID in
                 RunRequest(runID: runID, label: label, fetch: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
             }
         }
@@ -116,7 +107,7 @@ struct CoordinateCommand: AsyncParsableCommand {
                                intervalNanos: interval)
         try probe.validate()
         let implied = Set(modes).subtracting(ExecutionMode.named(in: self.run.mode ?? "all"))
-        return Plan(workload: .write, modes: modes, impliedModes: implied) { mode, runID in
+        return RunPlan(workload: .write, modes: modes, impliedModes: implied) { mode, runID in
             RunRequest(runID: runID, label: label, write: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
         }
     }
@@ -139,31 +130,7 @@ struct CoordinateCommand: AsyncParsableCommand {
         let session: @Sendable ([any AgentLink], (any RunRecorder)?) async throws -> [RunOutcome] = { links, recorder in
             try await CoordinatorSession.with(links: links, configuration: coordinatorConfiguration,
                                               interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
-                let agents = try await session.connect()
-                // Every planned mode against every agent's open-file limit before the first run, so a comparison is
-                // refused whole rather than stopped half-way.
-                for mode in plan.modes {
-                    let request = plan.makeRequest(mode, "check")
-                    for agent in agents {
-                        guard let limit = agent.openFileLimit else { continue }
-                        try OpenFileBudget.check(request, agentID: agent.agentID, cores: agent.cores, limit: limit)
-                    }
-                }
-                renderer.connected(agents)
-                var outcomes: [RunOutcome] = []
-                for mode in plan.modes where !session.interrupted {
-                    let request = plan.makeRequest(mode, HostEnvironment.makeRunID())
-                    let outcome: RunOutcome
-                    do throws(LoadgenError) {
-                        outcome = try await session.run(request, observer: renderer, recorder: recorder)
-                    } catch where plan.impliedModes.contains(mode) && error.code == .unsupported {
-                        renderer.note("Skipped the async mode: \(error.message)")
-                        continue
-                    }
-                    renderer.finished(outcome)
-                    outcomes.append(outcome)
-                }
-                return outcomes
+                try await session.run(plan, makeRunID: { HostEnvironment.makeRunID() }, observer: renderer, recorder: recorder)
             }
         }
         let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
@@ -183,9 +150,8 @@ struct CoordinateCommand: AsyncParsableCommand {
             outcomes = try await drive(nil)
         }
         renderer.compare(outcomes)
-        if outcomes.contains(where: { $0.report.status != .completed || $0.warnings.contains { $0.hasPrefix("The run could not be stored") } }) {
-            throw ExitCode(1)
-        }
+        let status = RunPlan.exitStatus(outcomes)
+        if status != 0 { throw ExitCode(status) }
     }
 }
 

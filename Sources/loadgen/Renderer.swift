@@ -104,7 +104,7 @@ final class Renderer: RunObserver {
 
     // MARK: - Results
 
-    func finished(_ outcome: RunOutcome) {
+    func runFinished(_ outcome: RunOutcome) {
         self.clearLiveLine()
         let report = outcome.report
         if self.json {

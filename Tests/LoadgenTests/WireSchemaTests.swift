@@ -45,6 +45,7 @@ struct WireSchemaTests {
                              lastDoneNanos: 6_210_455_000)),
             .finish(.init(runID: request.runID)),
             .finished(.init(runID: request.runID, message: nil)),
+            .closed(.init(runID: request.runID)),
             .heartbeat(.init(seq: 41)),
             .abort(.init(runID: request.runID, reason: "The coordinator was interrupted (Ctrl-C).")),
             .failure(.init(code: .authentication, message: "The coordinator did not prove it holds this agent's secret.")),

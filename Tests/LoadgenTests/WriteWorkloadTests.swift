@@ -99,9 +99,13 @@ struct WriteWorkloadTests {
         continuation.yield(.finish)
         continuation.finish()
         await controller.run(commands: commands) { m in emitted.withLock { $0.append(m) } }
-        // A stop before the start means no phase ran: nothing was created and the empty directory is gone.
+        // A stop before the start means no phase ran: nothing was created and the empty directory is gone. The
+        // start is still answered, aborted and empty, so a coordinator never waits for a phase that will not run.
         #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty)
-        #expect(Self.done(emitted.value, .main) == nil)
+        let done = try #require(Self.done(emitted.value, .main))
+        #expect(done.status == .aborted)
+        #expect(done.ops == 0)
+        #expect(done.message == "stopped by the test")
     }
 
     @Test func refusesATargetThatDoesNotExist() async {

@@ -23,6 +23,9 @@ public struct AgentServer: Sendable {
     public var failedHandshakeWindowNanos: UInt64 = 1_000_000_000
     /// Mutual TLS on every connection (nil: plain TCP).
     public var tls: ControlTLS?
+    /// The id was not given: on a port other than the default it gets the bound port appended
+    /// (`host-7421`), so several agents on one host need no `--id`.
+    public var idIncludesPort = false
 
     public init(configuration: AgentConfiguration, host: String, port: Int, logger: Logger) {
         self.configuration = configuration
@@ -31,8 +34,16 @@ public struct AgentServer: Sendable {
         self.logger = logger
     }
 
-    /// Listens until cancelled; `onListening` receives the bound address (port 0 picks a free port).
-    public func run(onListening: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
+    /// The agent id used on a bound port: the configured one, with the port when ``idIncludesPort`` and the port
+    /// is not the default.
+    public func agentID(onPort port: Int) -> String {
+        guard self.idIncludesPort, port != AgentAddress.defaultPort else { return self.configuration.agentID }
+        return "\(self.configuration.agentID)-\(port)"
+    }
+
+    /// Listens until cancelled; `onListening` receives the bound address (port 0 picks a free port) and the agent
+    /// id it serves under.
+    public func run(onListening: @Sendable (SocketAddress, String) -> Void = { _, _ in }) async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -45,8 +56,11 @@ public struct AgentServer: Sendable {
                 }
             }
         guard let address = server.channel.localAddress else { return }
-        onListening(address)
-        self.logger.info("Agent listening", metadata: ["agent.id": "\(self.configuration.agentID)",
+        var bound = self.configuration
+        bound.agentID = self.agentID(onPort: address.port ?? self.port)
+        let configuration = bound
+        onListening(address, configuration.agentID)
+        self.logger.info("Agent listening", metadata: ["agent.id": "\(configuration.agentID)",
                                                        "listen.address": "\(address.ipAddress ?? self.host):\(address.port ?? 0)"])
         let pending = PendingCount()
         let limiter = FailureLimiter(limit: self.maxFailedHandshakes, windowNanos: self.failedHandshakeWindowNanos)
@@ -68,7 +82,7 @@ public struct AgentServer: Sendable {
                         continue
                     }
                     group.addTask {
-                        await self.serve(connection, peer: peerText, pending: pending,
+                        await self.serve(connection, configuration: configuration, peer: peerText, pending: pending,
                                          limiter: limiter, peerHost: peerHost)
                     }
                 }
@@ -76,9 +90,9 @@ public struct AgentServer: Sendable {
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, peer: String, pending: PendingCount,
-                       limiter: FailureLimiter, peerHost: String) async {
-        let session = AgentSession(configuration: self.configuration, slot: self.slot, peer: peer)
+    private func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, configuration: AgentConfiguration,
+                       peer: String, pending: PendingCount, limiter: FailureLimiter, peerHost: String) async {
+        let session = AgentSession(configuration: configuration, slot: self.slot, peer: peer)
         let logger = self.logger
         logger.info("Coordinator connected", metadata: ["peer.address": "\(peer)"])
         let authenticated = Locked(false)

@@ -44,7 +44,7 @@ struct AgentCommand: AsyncParsableCommand {
                                valueName: "DIR"))
     var allowRoot: [String] = []
 
-    @Option(help: ArgumentHelp("This agent's id in runs and run directories (default: the host name).", valueName: "NAME"))
+    @Option(help: ArgumentHelp("This agent's id in runs and run directories (default: the host name, and -PORT on a port other than 7420).", valueName: "NAME"))
     var id: String?
 
     @Option(help: ArgumentHelp("Most files a run may create here.", valueName: "N"))
@@ -140,13 +140,14 @@ struct AgentCommand: AsyncParsableCommand {
         var configured = AgentServer(configuration: configuration, host: settings.address.host, port: settings.address.port,
                                      logger: logger)
         configured.tls = settings.tls
+        configured.idIncludesPort = self.id == nil
         let server = configured
         let signals = HostEnvironment.terminations()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
-                    try await server.run { address in
-                        let line = "loadgen agent \(settings.agentID) listening on \(address.ipAddress ?? settings.address.host):\(address.port ?? 0)\n"
+                    try await server.run { address, agentID in
+                        let line = "loadgen agent \(agentID) listening on \(address.ipAddress ?? settings.address.host):\(address.port ?? 0)\n"
                         FileHandle.standardOutput.write(Data(line.utf8))
                     }
                 } catch let error as IOError {

@@ -19,20 +19,21 @@ enum LiveAgents {
 
     /// Runs `count` agents for the duration of `body`, which gets their addresses.
     static func with<R: Sendable>(count: Int, secret: SharedSecret? = nil, policy: AgentPolicy, failureLimit: Int = 1000, failureWindowNanos: UInt64 = 1_000_000_000,
-                                  tls: ControlTLS? = nil,
+                                  tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
                                   _ body: @Sendable ([AgentAddress]) async throws -> R) async throws -> R {
         let ports = Locked<[Int: Int]>([:])
         var logger = Logger(label: "test.agent")
         logger.logLevel = .critical
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<count {
-                var server = AgentServer(configuration: Self.configuration(id: "agent\(index)", secret: secret, policy: policy),
+                var server = AgentServer(configuration: Self.configuration(id: id ?? "agent\(index)", secret: secret, policy: policy),
                                          host: "127.0.0.1", port: 0, logger: logger)
+                server.idIncludesPort = idIncludesPort
                 server.maxFailedHandshakes = failureLimit
                 server.failedHandshakeWindowNanos = failureWindowNanos
                 server.tls = tls
                 group.addTask {
-                    try await server.run { address in ports.withLock { $0[index] = address.port } }
+                    try await server.run { address, _ in ports.withLock { $0[index] = address.port } }
                 }
             }
             let deadline = Date().addingTimeInterval(10)
@@ -161,6 +162,48 @@ struct DistributedTests {
         let dirs = try FileManager.default.contentsOfDirectory(atPath: root).sorted()
         #expect(dirs.count == 3)
         for dir in dirs { #expect(TestSupport.files(under: root + "/" + dir).count == 150) }
+    }
+
+    /// Two agents on one host without --id: each takes the host name and its port, so both join the run; the same
+    /// id given explicitly to both is still refused.
+    @Test func agentsOnOneHostNeedNoIDButAnExplicitDuplicateIsRefused() async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let policy = AgentPolicy(allowedRoots: [root])
+        let ids = try await LiveAgents.with(count: 2, secret: Self.secret, policy: policy, id: "samehost", idIncludesPort: true) { addresses in
+            try await RemoteAgentLink.with(addresses: addresses) { links in
+                try await CoordinatorSession.with(links: links, configuration: Self.coordinator()) { session throws(LoadgenError) in
+                    let agents = try await session.connect()
+                    let outcome = try await session.run(Self.writeRequest(root, files: 20), observer: NullObserver(), recorder: nil)
+                    #expect(outcome.report.status == .completed)
+                    #expect(outcome.report.ops == 40)
+                    return zip(agents, addresses).map { agent, address in (agent.agentID, "samehost-\(address.port)") }
+                }
+            }
+        }
+        for (got, expected) in ids { #expect(got == expected) }
+        let server = AgentServer(configuration: LiveAgents.configuration(id: "h", secret: nil, policy: policy),
+                                 host: "127.0.0.1", port: 7420, logger: Logger(label: "t"))
+        #expect(server.agentID(onPort: 7421) == "h", "an explicit id is kept as given")
+        var defaulted = server
+        defaulted.idIncludesPort = true
+        #expect(defaulted.agentID(onPort: 7420) == "h", "the default port keeps the bare host name")
+        #expect(defaulted.agentID(onPort: 7421) == "h-7421")
+
+        await #expect(throws: LoadgenError.self) {
+            try await LiveAgents.with(count: 2, secret: Self.secret, policy: policy, id: "twin") { addresses in
+                try await RemoteAgentLink.with(addresses: addresses) { links in
+                    try await CoordinatorSession.with(links: links, configuration: Self.coordinator()) { session throws(LoadgenError) in
+                        do throws(LoadgenError) {
+                            _ = try await session.connect()
+                        } catch {
+                            #expect(error.message.contains("Two agents share the agent id 'twin'"))
+                            throw error
+                        }
+                    }
+                }
+            }
+        }
     }
 
     @Test func everyMessageBeforeAuthenticationIsRefused() async throws {

@@ -71,14 +71,16 @@ public struct AgentServer: Sendable {
                     let peerHost = peer?.ipAddress ?? "unknown"
                     let peerText = peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
                     if limiter.isBlocked(peerHost) {
-                        self.logger.info("Connection refused", metadata: ["peer.address": "\(peerText)"])
-                        try? await connection.channel.close()
+                        self.logger.info("Connection refused: address blocked after failed handshakes", metadata: ["peer.address": "\(peerText)"])
+                        let sentence = "Agent \(configuration.agentID) refuses \(peerHost) for now: \(self.maxFailedHandshakes) handshake\(self.maxFailedHandshakes == 1 ? "" : "s") from it failed within \(DurationText.format(nanos: self.failedHandshakeWindowNanos)). Check that the coordinator's --secret-file (and TLS files) match the agent's, and try again after that long."
+                        group.addTask { await Self.refuse(connection, sentence) }
                         continue
                     }
                     if pending.increment() > self.maxPendingConnections {
                         pending.decrement()
-                        self.logger.info("Connection refused", metadata: ["peer.address": "\(peerText)"])
-                        try? await connection.channel.close()
+                        self.logger.info("Connection refused: too many pending connections", metadata: ["peer.address": "\(peerText)"])
+                        let sentence = "Agent \(configuration.agentID) has \(self.maxPendingConnections) connections still in their handshake, its limit; try again shortly (many clients connecting without finishing a handshake look like a flood)."
+                        group.addTask { await Self.refuse(connection, sentence) }
                         continue
                     }
                     group.addTask {
@@ -88,6 +90,17 @@ public struct AgentServer: Sendable {
                 }
             }
         }
+    }
+
+    /// Tells a refused connection why in one `error` frame, then closes it (within a second whatever the peer does,
+    /// so a refused flood holds nothing). The connection is not served: no session, no handshake.
+    static func refuse(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, _ sentence: String) async {
+        let channel = connection.channel
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+        try? await connection.executeThenClose { _, outbound in
+            try await outbound.write(.failure(.init(code: .unreachable, message: sentence)))
+        }
+        deadline.cancel()
     }
 
     private func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, configuration: AgentConfiguration,

@@ -139,9 +139,9 @@ public final class CoordinatorSession {
         for (index, link) in self.links.enumerated() {
             let hello = WireMessage.Hello(loadgenVersion: self.configuration.loadgenVersion,
                                           coordinatorHost: self.configuration.host, nonce: nonces[index])
-            guard await link.send(.hello(hello)) else {
-                throw LoadgenError(.unreachable, "Agent \(link.address) closed the connection before the handshake.")
-            }
+            // A link already closed (a TLS handshake that failed on either side) ends its stream too: the loop
+            // below meets that close and names the reason the link recorded, which a throw here would race.
+            _ = await link.send(.hello(hello))
         }
         let deadline = MonotonicClock.nowNanos() &+ self.configuration.handshakeTimeoutNanos
         while policies.contains(where: { $0 == nil }) {
@@ -174,7 +174,7 @@ public final class CoordinatorSession {
                 openFileLimits[index] = ready.openFileLimit
                 self.authenticated.withLock { $0[index] = true }
             case .message(let index, .failure(let failure)):
-                throw LoadgenError(failure.code == .protocolViolation ? .protocolViolation : .authentication,
+                throw LoadgenError(failure.code == .protocolViolation || failure.code == .unreachable ? failure.code : .authentication,
                                    "Agent \(self.links[index].address) refused the connection: \(failure.message)")
             case .message(_, .heartbeat):
                 // An agent that is ready already answers heartbeats while others finish their handshake.

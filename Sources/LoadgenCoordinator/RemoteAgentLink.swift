@@ -37,10 +37,9 @@ public final class RemoteAgentLink: AgentLink {
     public var closeReason: String? {
         if let reason = self.reason.value { return reason }
         guard !self.heardFrom.value else { return nil }
-        // An agent answers hello with welcome: closing before any answer is the transport's doing.
-        return self.usesTLS
-            ? "it sent nothing back"
-            : "it sent nothing back (an agent started with --tls-cert needs the coordinator to give --tls-cert, --tls-key and --tls-ca too; one refusing this address after failed handshakes does the same)"
+        // An agent answers hello with welcome, and a refusal (too many pending connections, a blocked address, TLS
+        // expected) with an error frame that says so: closing with no word at all is not a loadgen agent's doing.
+        return "it sent nothing back: it may not be a loadgen agent, or it stopped"
     }
 
     /// Connects to every agent (all at once, each within `connectTimeoutNanos`), runs `body` with the links, and

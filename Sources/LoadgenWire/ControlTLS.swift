@@ -42,6 +42,7 @@ public struct ControlTLS: Sendable {
     /// Adds the TLS handler in front of the pipeline; `host` is the agent's address as dialled (coordinator side).
     public func addHandler(to pipeline: ChannelPipeline.SynchronousOperations, host: String? = nil) throws {
         if self.isServer {
+            try pipeline.addHandler(PlainTextSniffer())
             try pipeline.addHandler(NIOSSLServerHandler(context: self.context))
         } else {
             // An IP address is checked against the certificate's IP SANs (NIOSSL does so without a server name).
@@ -62,7 +63,7 @@ public struct ControlTLS: Sendable {
         }
         let text = "\(error)"
         if text.contains("EOF during handshake") {
-            return "it closed the connection during the TLS handshake (an agent does so when it does not accept this coordinator's certificate, and when it refuses this address after failed handshakes or is at its cap of pending connections)"
+            return "it closed the connection during the TLS handshake (an agent does so when it does not accept this coordinator's certificate)"
         }
         let code = ["WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE",
                     "TLSV1_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_CERTIFICATE_UNKNOWN"].first { text.contains($0) }
@@ -78,3 +79,32 @@ public struct ControlTLS: Sendable {
         }
     }
 }
+
+/// On a TLS agent's connection, before the TLS handler: a TLS client's first byte is 0x16 (a handshake record);
+/// anything else is a plain coordinator, which gets one plain frame saying what to give, instead of a TLS alert it
+/// cannot read, and the connection closes. Once the first bytes pass, this handler steps out of the pipeline.
+final class PlainTextSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    static let sentence = "This agent was started with --tls-cert: the coordinator must give --tls-cert, --tls-key and --tls-ca too (signed by the CA the agent trusts)."
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = Self.unwrapInboundIn(data)
+        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else {
+            return
+        }
+        if first == 0x16 {
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        // Written below the TLS handler, so it goes out as plain bytes: one frame, then the close.
+        let frame = (try? FrameCodec.encode(.failure(.init(code: .authentication, message: Self.sentence)))) ?? []
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: frame))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}
+

@@ -19,7 +19,7 @@ enum LiveAgents {
 
     /// Runs `count` agents for the duration of `body`, which gets their addresses.
     static func with<R: Sendable>(count: Int, secret: SharedSecret? = nil, policy: AgentPolicy, failureLimit: Int = 1000, failureWindowNanos: UInt64 = 1_000_000_000,
-                                  tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
+                                  maxPending: Int = 32, tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
                                   _ body: @Sendable ([AgentAddress]) async throws -> R) async throws -> R {
         let ports = Locked<[Int: Int]>([:])
         var logger = Logger(label: "test.agent")
@@ -30,6 +30,7 @@ enum LiveAgents {
                                          host: "127.0.0.1", port: 0, logger: logger)
                 server.idIncludesPort = idIncludesPort
                 server.maxFailedHandshakes = failureLimit
+                server.maxPendingConnections = maxPending
                 server.failedHandshakeWindowNanos = failureWindowNanos
                 server.tls = tls
                 group.addTask {
@@ -289,10 +290,68 @@ struct DistributedTests {
                 }
                 answered.append(gotWelcome)
             }
-            // The first five wrong proofs are answered; after them the source is refused without a word.
+            // The first five wrong proofs are answered; after them the source is refused before any handshake.
             #expect(Array(answered.prefix(5)) == Array(repeating: true, count: 5))
             #expect(answered.last == false, "\(answered)")
         }
+    }
+
+    /// A coordinator connecting with this secret (nil: none) and no TLS; the refusal it met, if any.
+    static func connectError(_ addresses: [AgentAddress], secret: SharedSecret?) async -> LoadgenError? {
+        do {
+            try await RemoteAgentLink.with(addresses: addresses) { links in
+                try await CoordinatorSession.with(links: links, configuration: Self.coordinator(secret)) { session throws(LoadgenError) in
+                    _ = try await session.connect()
+                }
+            }
+            return nil
+        } catch {
+            return error as? LoadgenError ?? LoadgenError.io("\(error)")
+        }
+    }
+
+    /// A blocked address and a full handshake queue each get their own sentence (TLS expected has its own too:
+    /// ControlTLSTests).
+    @Test func eachRefusalOfAConnectionSaysWhy() async throws {
+        try await LiveAgents.with(count: 1, secret: Self.secret, policy: AgentPolicy(allowedRoots: nil), failureLimit: 1,
+                                  failureWindowNanos: 60_000_000_000) { addresses in
+            let wrong = await Self.connectError(addresses, secret: SharedSecret(bytes: Array("another secret of 32 bytes......".utf8)))
+            #expect(wrong?.message.contains("did not prove it holds this coordinator's secret") == true, "\(String(describing: wrong))")
+            // The agent counts the failure when it sees the refused coordinator's connection close.
+            try await Task.sleep(for: .milliseconds(300))
+            let blocked = await Self.connectError(addresses, secret: Self.secret)
+            #expect(blocked?.code == .unreachable)
+            #expect(blocked?.message.contains("refuses 127.0.0.1 for now: 1 handshake from it failed within 1.0m") == true,
+                    "\(String(describing: blocked))")
+        }
+        try await LiveAgents.with(count: 1, secret: Self.secret, policy: AgentPolicy(allowedRoots: nil), maxPending: 2) { addresses in
+            // Two connections that never say hello fill the agent's handshake queue.
+            let silent = (0..<2).map { _ in Self.rawConnect(port: addresses[0].port) }
+            defer { for fd in silent { close(fd) } }
+            #expect(silent.allSatisfy { $0 >= 0 })
+            try await Task.sleep(for: .milliseconds(100))
+            let full = await Self.connectError(addresses, secret: Self.secret)
+            #expect(full?.code == .unreachable)
+            #expect(full?.message.contains("has 2 connections still in their handshake, its limit") == true, "\(String(describing: full))")
+        }
+    }
+
+    /// A TCP connection to 127.0.0.1:port that sends nothing (-1 when it cannot connect).
+    static func rawConnect(port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if result != 0 {
+            close(fd)
+            return -1
+        }
+        return fd
     }
 
     @Test func aVersionMismatchIsRefusedNamingBothVersions() async throws {
@@ -520,15 +579,16 @@ struct ControlTLSTests {
                 let refused = await Self.connect(plainAgent, tls: coordinatorTLS)
                 #expect(refused?.message.contains("it does not speak TLS") == true, "\(String(describing: refused))")
             }
-            // Plain TCP to a TLS agent: refused, and the sentence says what to give.
+            // An agent whose certificate does not name the address dialled.
             let misnamed = try ControlTLS.load(certificate: dir + "/misnamed.pem", key: dir + "/misnamed.key", ca: dir + "/ca.pem", server: true)
             try await LiveAgents.with(count: 1, secret: DistributedTests.secret, policy: AgentPolicy(allowedRoots: [dir]),
                                       tls: misnamed) { misnamedAgent in
                 let refused = await Self.connect(misnamedAgent, tls: coordinatorTLS)
                 #expect(refused?.message.contains("its certificate does not name 127.0.0.1") == true, "\(String(describing: refused))")
             }
+            // Plain TCP to a TLS agent: one plain frame says what to give.
             let plain = await Self.connect(addresses, tls: nil)
-            #expect(plain?.message.contains("--tls-cert") == true, "\(String(describing: plain))")
+            #expect(plain?.message.contains(PlainTextSniffer.sentence) == true, "\(String(describing: plain))")
         }
         // Nothing but the run's own directories was written by the refused coordinators.
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("loadgen-") }.count == 2)

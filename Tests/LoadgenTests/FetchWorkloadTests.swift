@@ -38,7 +38,9 @@ struct FetchWorkloadTests {
     /// than loops, hand-overs at ticks and at the loops' last finishes still account for every request once.
     @Test func manyAsyncSlotsShareTheirLoopsTalliesAndLoseNothing() async throws {
         try await TestHTTPServer.with { server in
-            var request = Self.request([server.url("/delay/60"), server.url("/")], mode: .async, workers: 25, requests: 150)
+            // Each slot waits on three 150 ms responses, so the run spans about five 100 ms intervals: a slot hands
+            // over at its first finish after a tick, so a run of barely two intervals may show ops in one.
+            var request = Self.request([server.url("/delay/150"), server.url("/")], mode: .async, workers: 25, requests: 150)
             request.intervalNanos = 100_000_000
             let messages = await RunHarness.perform(request, phases: [.main])
             let done = try #require(RunHarness.done(messages), "\(messages)")

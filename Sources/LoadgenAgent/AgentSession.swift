@@ -1,3 +1,4 @@
+import Foundation
 import LoadgenCore
 import LoadgenWorkloads
 import Synchronization
@@ -52,15 +53,18 @@ public final class AgentSession: Sendable {
             return await transportSend(message)
         }
 
-        let (launches, launcher) = AsyncStream.makeStream(of: RunRequest.self)
+        let (launches, launcher) = AsyncStream.makeStream(of: Launch.self)
         let context = Context(shared: shared, send: send, close: close, launcher: launcher)
 
         await withDiscardingTaskGroup { group in
             group.addTask {
-                // Runs, each in a task of its own, all awaited before the session ends.
+                // Runs and cleans, each in a task of its own, all awaited before the session ends.
                 await withDiscardingTaskGroup { runs in
-                    for await request in launches {
-                        runs.addTask { await self.serve(request, context: context) }
+                    for await launch in launches {
+                        switch launch {
+                        case .run(let request): runs.addTask { await self.serve(request, context: context) }
+                        case .clean(let clean): runs.addTask { await self.clean(clean, context: context) }
+                        }
                     }
                 }
             }
@@ -84,11 +88,16 @@ public final class AgentSession: Sendable {
         }
     }
 
+    private enum Launch: Sendable {
+        case run(RunRequest)
+        case clean(WireMessage.Clean)
+    }
+
     private struct Context: Sendable {
         let shared: Shared
         let send: @Sendable (WireMessage) async -> Bool
         let close: @Sendable () -> Void
-        let launcher: AsyncStream<RunRequest>.Continuation
+        let launcher: AsyncStream<Launch>.Continuation
     }
 
     /// Feeds one event in and carries its actions out, in order. False once the session closed the connection.
@@ -127,7 +136,10 @@ public final class AgentSession: Sendable {
                 workerExecutable: self.configuration.workerExecutable, ioUringDisabled: self.configuration.ioUringDisabled))
             let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
             shared.runs.withLock { $0[request.runID] = ActiveRun(controller: controller, commands: continuation, stream: commands) }
-            context.launcher.yield(request)
+            context.launcher.yield(.run(request))
+            return true
+        case .clean(let clean):
+            context.launcher.yield(.clean(clean))
             return true
         case .startPhase(let id, let phase, let delay):
             shared.runs.withLock { $0[id] }?.commands.yield(.start(phase, atNanos: MonotonicClock.nowNanos() &+ delay))
@@ -182,5 +194,28 @@ public final class AgentSession: Sendable {
         }
         self.slot.release(runID: request.runID)
         await self.feed(.runEnded(request.runID), context: context)
+    }
+
+    /// Cleans a target within this agent's allowed roots, on a thread of its own (removing a killed run's 100,000
+    /// files takes a while, and the session keeps answering heartbeats meanwhile), then emits `cleaned`.
+    private func clean(_ clean: WireMessage.Clean, context: Context) async {
+        let roots = self.configuration.policy.allowedRoots
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<CleanReport, LoadgenError>, Never>) in
+            let thread = Thread {
+                do throws(LoadgenError) {
+                    continuation.resume(returning: .success(try RunCleaner.clean(
+                        target: clean.target, allowedRoots: roots, includeKept: clean.includeKept, dryRun: clean.dryRun)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+            thread.start()
+        }
+        let cleaned: WireMessage.Cleaned
+        switch result {
+        case .success(let report): cleaned = .init(target: clean.target, report: report, refusal: nil)
+        case .failure(let error): cleaned = .init(target: clean.target, report: nil, refusal: .init(code: error.code, message: error.message))
+        }
+        await self.feed(.runEmitted(.cleaned(cleaned)), context: context)
     }
 }

@@ -9,6 +9,9 @@
 ///       idle ──prepare──▶ preparing ──prepared──▶ active ──finish──▶ finishing ──finished──▶ closing ──ended──▶ idle
 ///                            └──refused──▶ closing                     (closing: `closed` is sent when it ends)
 ///
+///     clean (once ready, beside any run): clean ──▶ cleaning ──cleaned──▶ (one at a time; a second is answered
+///                                                                        `cleaned` with a refusal)
+///
 /// A run is *closing* from its last message until its slot is really free (its executor, worker processes and ring
 /// gone): only then does the agent send `closed`, and only then does it take the next prepare. A prepare that
 /// arrives while closing waits for the close, for at most ``closeWaitNanos``, rather than being refused as busy.
@@ -64,7 +67,7 @@ public struct AgentSessionStateMachine: Sendable {
 
     public enum Event: Sendable {
         case received(WireMessage)
-        /// The run emitted a message (prepared, refused, interval, phase_done, finished).
+        /// The run emitted a message (prepared, refused, interval, phase_done, finished), or a clean its `cleaned`.
         case runEmitted(WireMessage)
         /// The run with this id is over and its slot free.
         case runEnded(String)
@@ -88,6 +91,8 @@ public struct AgentSessionStateMachine: Sendable {
         case finishRun(String)
         /// Stops the run's load at once (abort, silence, a lost connection), with the reason.
         case stopRun(String, reason: String)
+        /// Cleans a target away from the session's loop (it may take a while) and emits `cleaned`.
+        case clean(WireMessage.Clean)
     }
 
     public let greeting: Greeting
@@ -106,6 +111,8 @@ public struct AgentSessionStateMachine: Sendable {
     private let startedNanos: UInt64
     private var lastHeardNanos: UInt64
     private var silenceStopped = false
+    /// A clean is under way on this connection (one at a time; it ends when its `cleaned` is emitted).
+    public private(set) var cleaning = false
 
     public init(greeting: Greeting, prover: (any SecretProver)?, peer: String, nowNanos: UInt64,
                 silenceLimitNanos: UInt64 = 1_500_000_000, handshakeDeadlineNanos: UInt64 = 5_000_000_000,
@@ -232,6 +239,15 @@ public struct AgentSessionStateMachine: Sendable {
                 return []
             }
 
+        case (.ready, .clean(let clean)):
+            // Independent of the run: a live run's directory is locked, so the clean passes it by.
+            guard !self.cleaning else {
+                return [.send(.cleaned(.init(target: clean.target, report: nil, refusal: .init(
+                    code: .usage, message: "Agent \(self.greeting.agentID) is already cleaning for this coordinator; one clean at a time."))))]
+            }
+            self.cleaning = true
+            return [.clean(clean)]
+
         case (.ready, .failure(let failure)):
             self.stage = .over
             self.pending = nil
@@ -250,6 +266,10 @@ public struct AgentSessionStateMachine: Sendable {
     }
 
     private mutating func emitted(_ message: WireMessage) -> [Action] {
+        if case .cleaned = message {
+            self.cleaning = false
+            return [.send(message)]
+        }
         switch (self.run, message) {
         case (.preparing(let id), .prepared(let prepared)) where prepared.runID == id:
             self.run = .active(id)

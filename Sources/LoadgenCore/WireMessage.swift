@@ -17,6 +17,9 @@
 ///        │◀──────────── phase_done ───│◀────────────── phase_done ─│
 ///        │── finish ─────────────────▶│
 ///        │◀───────────── finished ────│
+///        │◀─────────────── closed ────│   the slot is free: the next run may be prepared
+///        │── clean (target) ─────────▶│   `loadgen clean --agents`, once ready, at any time
+///        │◀────────────── cleaned ────│   what was removed, or the refusal
 ///        │── heartbeat every 500 ms ─▶│◀─ heartbeat ──            abort stops a run at any time
 public enum WireMessage: Sendable, Hashable {
     case hello(Hello)
@@ -35,6 +38,8 @@ public enum WireMessage: Sendable, Hashable {
     case finish(Finish)
     case finished(Finished)
     case closed(Closed)
+    case clean(Clean)
+    case cleaned(Cleaned)
     case heartbeat(Heartbeat)
     case abort(Abort)
     case failure(Failure)
@@ -46,7 +51,7 @@ public enum WireMessage: Sendable, Hashable {
     public enum Kind: String, CaseIterable, Sendable, Codable {
         case hello, welcome, auth, ready, ping, pong, prepare, work, prepared, refused, start, interval
         case phaseDone = "phase_done"
-        case finish, finished, closed, heartbeat, abort
+        case finish, finished, closed, clean, cleaned, heartbeat, abort
         case failure = "error"
     }
 
@@ -68,6 +73,8 @@ public enum WireMessage: Sendable, Hashable {
         case .finish: .finish
         case .finished: .finished
         case .closed: .closed
+        case .clean: .clean
+        case .cleaned: .cleaned
         case .heartbeat: .heartbeat
         case .abort: .abort
         case .failure: .failure
@@ -363,6 +370,33 @@ extension WireMessage {
         public init(runID: String) { self.runID = runID }
     }
 
+    /// Coordinator → agent (`loadgen clean --agents`): remove the run directories killed runs left under `target`,
+    /// which must lie under the agent's allowed roots. Only marked directories no live run holds go.
+    public struct Clean: Codable, Sendable, Hashable {
+        public var target: String
+        /// Remove runs kept with `--keep` too.
+        public var includeKept: Bool
+        /// List only; remove nothing.
+        public var dryRun: Bool
+        public init(target: String, includeKept: Bool, dryRun: Bool) {
+            self.target = target
+            self.includeKept = includeKept
+            self.dryRun = dryRun
+        }
+    }
+
+    /// Agent → coordinator: what a clean did, or why it was refused (the target outside the policy, missing).
+    public struct Cleaned: Codable, Sendable, Hashable {
+        public var target: String
+        public var report: CleanReport?
+        public var refusal: Failure?
+        public init(target: String, report: CleanReport?, refusal: Failure?) {
+            self.target = target
+            self.report = report
+            self.refusal = refusal
+        }
+    }
+
     public struct Heartbeat: Codable, Sendable, Hashable {
         public var seq: Int
         public init(seq: Int) { self.seq = seq }
@@ -438,6 +472,8 @@ extension WireMessage: Codable {
         case .finish: self = .finish(try Finish(from: decoder))
         case .finished: self = .finished(try Finished(from: decoder))
         case .closed: self = .closed(try Closed(from: decoder))
+        case .clean: self = .clean(try Clean(from: decoder))
+        case .cleaned: self = .cleaned(try Cleaned(from: decoder))
         case .heartbeat: self = .heartbeat(try Heartbeat(from: decoder))
         case .abort: self = .abort(try Abort(from: decoder))
         case .failure: self = .failure(try Failure(from: decoder))
@@ -464,6 +500,8 @@ extension WireMessage: Codable {
         case .finish(let m): try m.encode(to: encoder)
         case .finished(let m): try m.encode(to: encoder)
         case .closed(let m): try m.encode(to: encoder)
+        case .clean(let m): try m.encode(to: encoder)
+        case .cleaned(let m): try m.encode(to: encoder)
         case .heartbeat(let m): try m.encode(to: encoder)
         case .abort(let m): try m.encode(to: encoder)
         case .failure(let m): try m.encode(to: encoder)

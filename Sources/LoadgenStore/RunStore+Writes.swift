@@ -22,6 +22,23 @@ public struct IntervalRecord: Sendable {
 }
 
 /// An agent of a run, as stored when the run starts.
+/// A run the store found left `running` by a coordinator that is gone, now marked aborted.
+public struct AbandonedRun: Sendable, Hashable {
+    /// Where one agent's run directory was (on that agent's host), for `loadgen clean`.
+    public struct Directory: Sendable, Hashable {
+        public var agentID: String
+        public var address: String
+        public var path: String
+    }
+
+    public var runID: String
+    /// The write run's target; nil for a fetch run, which leaves nothing on disk.
+    public var target: String?
+    /// The run was given --keep: its files are meant to stay, and `loadgen clean` needs --kept for them.
+    public var keep: Bool
+    public var directories: [Directory]
+}
+
 public struct AgentRecord: Sendable {
     public var index: Int
     public var agentID: String
@@ -164,10 +181,10 @@ extension RunStore {
     /// Marks as `aborted` every run left `running` whose coordinator is gone (killed, crashed, powered off),
     /// keeping and summarizing what it had stored. A run whose coordinator is still alive is left alone; one whose
     /// coordinator ran on another host counts as gone once it has written nothing for `staleAfterNanos`.
-    /// Returns the ids marked.
+    /// Returns the runs marked, with the directories their write runs may have left.
     @discardableResult
     public func markAbandonedRuns(seenFrom here: ProcessIdentity, nowWallNanos: UInt64,
-                                  staleAfterNanos: UInt64 = 300_000_000_000) throws(LoadgenError) -> [String] {
+                                  staleAfterNanos: UInt64 = 300_000_000_000) throws(LoadgenError) -> [AbandonedRun] {
         let running: [(String, ProcessIdentity, UInt64)] = try self.read { db in
             try Row.fetchAll(db, sql: """
                 SELECT id, coordinatorHost, coordinatorPid, coordinatorStartTicks, bootID, lastSeenAtNanos
@@ -178,7 +195,7 @@ extension RunStore {
                  UInt64(row["lastSeenAtNanos"] as Int64))
             }
         }
-        var marked: [String] = []
+        var marked: [AbandonedRun] = []
         for (id, identity, lastSeen) in running {
             let alive = identity.isAlive(seenFrom: here) ?? (nowWallNanos &- lastSeen < staleAfterNanos)
             if alive { continue }
@@ -208,9 +225,22 @@ extension RunStore {
                 try db.execute(sql: "UPDATE runAgent SET status = 'aborted' WHERE runID = ? AND status = 'running'",
                                arguments: [id])
             }
-            marked.append(id)
+            marked.append(try self.abandoned(id, agents: aggregate.agents))
         }
         return marked
+    }
+
+    /// What a run marked aborted may have left on its agents' disks.
+    private func abandoned(_ id: String, agents: [RunAggregate.AgentState]) throws(LoadgenError) -> AbandonedRun {
+        let requestJSON: String? = try self.read { db in try String.fetchOne(db, sql: "SELECT request FROM run WHERE id = ?", arguments: [id]) }
+        let request = requestJSON.flatMap { try? FrameCodec.makeDecoder().decode(RunRequest.self, from: Data($0.utf8)) }
+        guard let write = request?.write else { return AbandonedRun(runID: id, target: nil, keep: false, directories: []) }
+        let base = write.target.hasSuffix("/") && write.target.count > 1 ? String(write.target.dropLast()) : write.target
+        let directories = agents.map { agent in
+            AbandonedRun.Directory(agentID: agent.agentID, address: agent.address,
+                                   path: (base == "/" ? "" : base) + "/" + RunMarker.directoryName(runID: id, agentID: agent.agentID))
+        }
+        return AbandonedRun(runID: id, target: write.target, keep: write.keep, directories: directories)
     }
 
     private func startedAtNanos(_ id: String) throws(LoadgenError) -> UInt64 {

@@ -117,7 +117,8 @@ public final class RunController: Sendable {
             let directory = try RunDirectory.create(
                 target: spec.target, allowedRoots: self.context.allowedRoots,
                 name: RunDirectory.name(runID: self.request.runID, agentID: self.context.agentID),
-                subdirectories: spec.dirs)
+                subdirectories: spec.dirs,
+                marker: RunMarker(runID: self.request.runID, agentID: self.context.agentID, keep: spec.keep))
             return (WriteEngine(spec: spec, directory: directory, seed: seed), directory)
         case .fetch:
             guard let spec = self.request.fetch else { throw .usage("A fetch run must carry a fetch specification.") }

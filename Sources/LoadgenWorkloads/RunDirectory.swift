@@ -1,4 +1,5 @@
 import CLoadgen
+import Foundation
 import Glibc
 import LoadgenCore
 
@@ -14,11 +15,15 @@ public final class RunDirectory: Sendable {
     /// An open descriptor of the run directory; every file operation is relative to it.
     public let descriptor: Int32
     public let subdirectories: Int
+    /// This object made the directory and its marker (a worker's view of it did not), and `descriptor` holds the
+    /// run's `flock` until it closes.
+    let ownsMarker: Bool
 
-    private init(path: String, descriptor: Int32, subdirectories: Int) {
+    private init(path: String, descriptor: Int32, subdirectories: Int, ownsMarker: Bool = false) {
         self.path = path
         self.descriptor = descriptor
         self.subdirectories = subdirectories
+        self.ownsMarker = ownsMarker
     }
 
     deinit {
@@ -27,15 +32,14 @@ public final class RunDirectory: Sendable {
 
     /// The run directory's name for a run and an agent (agent ids are reduced to safe characters).
     public static func name(runID: String, agentID: String) -> String {
-        let safe = String(agentID.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") ? $0 : "_" })
-        return "loadgen-\(runID)-\(safe.prefix(64))"
+        RunMarker.directoryName(runID: runID, agentID: agentID)
     }
 
     /// Makes the run directory (and `subdirectories` subdirectories when more than one) under `target`, after
     /// checking that `target` lies under an allowed root, and probes that a file can be created in it. Nothing is
     /// left behind when this throws.
-    public static func create(target: String, allowedRoots: [String]?, name: String, subdirectories: Int)
-        throws(LoadgenError) -> RunDirectory
+    public static func create(target: String, allowedRoots: [String]?, name: String, subdirectories: Int,
+                              marker: RunMarker? = nil) throws(LoadgenError) -> RunDirectory
     {
         guard let real = realPath(target) else {
             let e = errno
@@ -88,17 +92,48 @@ public final class RunDirectory: Sendable {
             unlinkat(targetFD, name, AT_REMOVEDIR)
             throw .io("The run directory '\(real)/\(name)' cannot be opened: \(errnoDescription(e)).")
         }
+        do throws(LoadgenError) {
+            try Self.mark(runFD, with: marker ?? RunMarker(runID: name, agentID: "", keep: false))
+        } catch {
+            unlinkat(runFD, RunMarker.fileName, 0)
+            close(runFD)
+            unlinkat(targetFD, name, AT_REMOVEDIR)
+            throw error
+        }
         let directory = RunDirectory(path: real == "/" ? "/\(name)" : "\(real)/\(name)", descriptor: runFD,
-                                     subdirectories: subdirectories > 1 ? subdirectories : 0)
+                                     subdirectories: subdirectories > 1 ? subdirectories : 0, ownsMarker: true)
         do throws(LoadgenError) {
             try directory.probe()
             try directory.makeSubdirectories()
         } catch {
             directory.removeSubdirectories()
+            unlinkat(runFD, RunMarker.fileName, 0)
             unlinkat(targetFD, name, AT_REMOVEDIR)
             throw error
         }
         return directory
+    }
+
+    /// Marks a fresh run directory as this run's: the marker link, then the run's `flock` on the directory itself,
+    /// held through `runFD` until the run lets go of it (or its process dies).
+    private static func mark(_ runFD: Int32, with marker: RunMarker) throws(LoadgenError) {
+        let text = String(decoding: (try? FrameCodec.makeEncoder().encode(marker)) ?? Data("{}".utf8), as: UTF8.self)
+        guard symlinkat(text, runFD, RunMarker.fileName) == 0 else {
+            let e = errno
+            switch e {
+            case EACCES, EPERM: throw .usage("Files cannot be created in the target directory: \(errnoDescription(e)).")
+            case EROFS: throw .usage("The target directory is on a read-only file system.")
+            case ENOSPC, EDQUOT: throw .usage("The target directory has no space left: \(errnoDescription(e)).")
+            default: throw .io("The run's marker cannot be created: \(errnoDescription(e)).")
+            }
+        }
+        // Exclusive where the file system allows it on a directory; shared where it does not (NFS wants a file open
+        // for writing for an exclusive lock). Either way `loadgen clean`'s exclusive attempt fails while the run
+        // lives. Where no lock works at all, clean cannot tell a live run from a dead one and leaves both.
+        if flock(runFD, LOCK_EX | LOCK_NB) != 0 {
+            if errno == EWOULDBLOCK { throw .io("The fresh run directory is locked by someone else.") }
+            _ = flock(runFD, LOCK_SH | LOCK_NB)
+        }
     }
 
     /// Opens an existing run directory that this host's agent made (a worker process joining its parent's run).
@@ -166,6 +201,11 @@ public final class RunDirectory: Sendable {
         guard fstat(self.descriptor, &mine) == 0, fstatat(parentFD, name, &there, AT_SYMLINK_NOFOLLOW) == 0,
               mine.st_ino == there.st_ino, mine.st_dev == there.st_dev
         else { return "The run directory '\(self.path)' was replaced during the run and was left in place." }
+        // The marker goes last, and only when nothing else is left: a directory holding files this run did not
+        // create keeps it (so it stays loadgen's to clean).
+        if self.ownsMarker, Self.holdsOnlyMarker(self.descriptor) {
+            unlinkat(self.descriptor, RunMarker.fileName, 0)
+        }
         if unlinkat(parentFD, name, AT_REMOVEDIR) != 0 {
             let e = errno
             if e == ENOTEMPTY || e == EEXIST {
@@ -174,6 +214,13 @@ public final class RunDirectory: Sendable {
             return "The run directory '\(self.path)' could not be removed: \(errnoDescription(e))."
         }
         return nil
+    }
+}
+
+extension RunDirectory {
+    /// Whether the directory behind `fd` holds nothing but the marker (called once the run's files are gone).
+    static func holdsOnlyMarker(_ fd: Int32) -> Bool {
+        RunCleaner.names(in: fd).allSatisfy { $0 == RunMarker.fileName }
     }
 }
 

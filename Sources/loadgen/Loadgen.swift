@@ -17,11 +17,12 @@ struct Loadgen: AsyncParsableCommand {
               loadgen coordinate --target /tmp            write 10,000 small files in every mode and compare them
               loadgen coordinate --target http://127.0.0.1:8080/ --requests 1000
               loadgen history                             every run so far, newest first
+              loadgen clean --target /tmp                 remove what killed runs left behind
 
             To spread load over several hosts, start `loadgen agent` on each and give the coordinator --agents.
             """,
         version: version,
-        subcommands: [CoordinateCommand.self, AgentCommand.self, HistoryCommand.self, WorkerCommand.self]
+        subcommands: [CoordinateCommand.self, AgentCommand.self, HistoryCommand.self, CleanCommand.self, WorkerCommand.self]
     )
 
     /// Parses and runs a command with loadgen's exit statuses: 0 done, 1 the run failed, was partial or aborted,

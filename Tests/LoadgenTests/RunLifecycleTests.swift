@@ -322,6 +322,7 @@ struct RunLifecycleTests {
             case .startPhase(let id, let phase, _): "start:\(id):\(phase.rawValue)"
             case .finishRun(let id): "finish:\(id)"
             case .stopRun(let id, _): "stop:\(id)"
+            case .clean(let c): "clean:\(c.target)"
             }
         }
     }
@@ -361,6 +362,27 @@ struct RunLifecycleTests {
         let actions = a.handle(.tick, nowNanos: 5_001)
         guard case .sendAndClose(.failure(let f))? = actions.first else { Issue.record("no failure"); return }
         #expect(f.message.hasPrefix("The handshake did not finish within"))
+    }
+
+    /// A clean needs the handshake, goes beside a run, and runs one at a time per connection.
+    @Test func theAgentCleansOnceReadyOneAtATime() {
+        var early = Self.agentMachine()
+        let clean = WireMessage.Clean(target: "/data", includeKept: false, dryRun: false)
+        #expect(Self.kinds(early.handle(.received(.clean(clean)), nowNanos: 0)) == ["close:error"])
+        var a = Self.readyAgent()
+        #expect(Self.kinds(a.handle(.received(.clean(clean)), nowNanos: 0)) == ["clean:/data"])
+        #expect(a.cleaning)
+        let second = a.handle(.received(.clean(clean)), nowNanos: 0)
+        guard case .send(.cleaned(let refused))? = second.first else { Issue.record("no refusal: \(second)"); return }
+        #expect(refused.report == nil)
+        #expect(refused.refusal?.message.contains("one clean at a time") == true)
+        // A run is prepared meanwhile: the clean does not hold it up.
+        #expect(Self.kinds(a.handle(.received(.prepare(.init(request: Self.request("r1")))), nowNanos: 0)) == ["prepare:r1"])
+        let done = WireMessage.cleaned(.init(target: "/data", report: CleanReport(target: "/data", dryRun: false), refusal: nil))
+        #expect(Self.kinds(a.handle(.runEmitted(done), nowNanos: 0)) == ["send:cleaned"])
+        #expect(!a.cleaning)
+        #expect(a.run == .preparing("r1"))
+        #expect(Self.kinds(a.handle(.received(.clean(clean)), nowNanos: 0)) == ["clean:/data"])
     }
 
     @Test func theAgentRunLifecycleEndsWithClosedOnlyWhenTheSlotIsFree() {
@@ -686,6 +708,8 @@ struct RunLifecycleTests {
                 self.check(false, "agent \(i) failed the connection: \(message)")
             case .close:
                 self.check(false, "agent \(i) closed the connection")
+            case .clean:
+                self.check(false, "agent \(i) was asked to clean, which the simulation never does")
             case .pong:
                 break
             case .answerHeartbeat(let beat):

@@ -141,7 +141,13 @@ struct StoreTests {
         // When the store settles abandoned runs
         let marked = try store.markAbandonedRuns(seenFrom: Self.here, nowWallNanos: MonotonicClock.wallNanos())
         // Then only the orphan is aborted, and it keeps what it had
-        #expect(marked == ["orphan"])
+        #expect(marked.map(\.runID) == ["orphan"])
+        // It names the directory each agent's write run worked in, for `loadgen clean`.
+        let request = Self.request("orphan")
+        #expect(marked.first?.target == request.write?.target)
+        #expect(marked.first?.directories.map(\.path) == Self.agents().map {
+            request.write!.target + "/" + RunMarker.directoryName(runID: "orphan", agentID: $0.agentID)
+        })
         let runs = Dictionary(uniqueKeysWithValues: try store.listRuns(RunFilter()).map { ($0.runID, $0) })
         #expect(runs["orphan"]?.status == "aborted")
         #expect(runs["orphan"]?.ops == 30)
@@ -159,7 +165,7 @@ struct StoreTests {
         try await store.insertRun(Self.request("remote"), agents: Self.agents(), coordinator: remote, loadgenVersion: "test",
                                   startedAtWallNanos: now)
         #expect(try store.markAbandonedRuns(seenFrom: Self.here, nowWallNanos: now + 1_000_000_000).isEmpty)
-        #expect(try store.markAbandonedRuns(seenFrom: Self.here, nowWallNanos: now + 600_000_000_000) == ["remote"])
+        #expect(try store.markAbandonedRuns(seenFrom: Self.here, nowWallNanos: now + 600_000_000_000).map(\.runID) == ["remote"])
     }
 
     @Test func comparisonArithmeticAndVerdict() {

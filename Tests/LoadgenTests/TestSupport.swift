@@ -37,6 +37,8 @@ enum TestSupport {
         var out: [String] = []
         while let item = e.nextObject() as? String {
             var isDir: ObjCBool = false
+            // The run's marker is loadgen's bookkeeping, not one of the files the workload made.
+            if item == ".loadgen-run" || item.hasSuffix("/.loadgen-run") { continue }
             if FileManager.default.fileExists(atPath: path + "/" + item, isDirectory: &isDir), !isDir.boolValue {
                 out.append(item)
             }

@@ -29,7 +29,8 @@ struct WireSchemaTests {
                            authRequired: true, proof: String(repeating: "5c", count: 32))),
             .auth(.init(proof: String(repeating: "e1", count: 32))),
             .ready(.init(policy: AgentPolicySummary(allowedRoots: ["/data", "/tmp"], maxFiles: 10_000_000, maxBytes: 68_719_476_736,
-                                                    maxWorkers: 1024, maxDurationNanos: 3_600_000_000_000, maxRate: 1_000_000))),
+                                                    maxWorkers: 1024, maxDurationNanos: 3_600_000_000_000, maxRate: 1_000_000),
+                         openFileLimit: 1_048_576)),
             .ping(.init(seq: 0, sentNanos: 8_812_345_678_901)),
             .pong(.init(seq: 0, sentNanos: 8_812_345_678_901, agentWallNanos: 1_795_643_112_345_678_901)),
             .prepare(.init(request: request)),
@@ -46,6 +47,17 @@ struct WireSchemaTests {
             .finish(.init(runID: request.runID)),
             .finished(.init(runID: request.runID, message: nil)),
             .closed(.init(runID: request.runID)),
+            .clean(.init(target: "/data", includeKept: false, dryRun: false)),
+            .cleaned(.init(target: "/data", report: {
+                var report = CleanReport(target: "/data", dryRun: false)
+                report.removed = [CleanReport.Entry(path: "/data/loadgen-261124-090000-1b2c-storage-07", runID: "261124-090000-1b2c",
+                                                    agentID: "storage-07", keep: false, files: 61_234, directories: 100,
+                                                    bytes: 2_006_515_712)]
+                report.inUse = ["/data/loadgen-261125-214512-3f9a-storage-07"]
+                report.kept = ["/data/loadgen-261120-180000-77aa-storage-07"]
+                report.unmarked = ["/data/loadgen-old-copy"]
+                return report
+            }(), refusal: nil)),
             .heartbeat(.init(seq: 41)),
             .abort(.init(runID: request.runID, reason: "The coordinator was interrupted (Ctrl-C).")),
             .failure(.init(code: .authentication, message: "The coordinator did not prove it holds this agent's secret.")),

@@ -78,8 +78,10 @@ struct WriteWorkloadTests {
         let messages = await self.perform(request, phases: [.main])
         #expect(Self.done(messages, .main)?.ops == 50)
         let dir = root + "/" + RunDirectory.name(runID: "d", agentID: "test")
-        let subdirs = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
-        #expect(subdirs == (0..<5).map { FileNamer.directoryName($0) })
+        // The subdirectories, and the run's marker link (which `loadgen clean` reads).
+        let entries = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(entries == [RunMarker.fileName] + (0..<5).map { FileNamer.directoryName($0) })
+        let subdirs = entries.filter { $0 != RunMarker.fileName }
         for sub in subdirs {
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/" + sub).count == 10)
         }

@@ -46,6 +46,11 @@ public enum WorkerProcess {
                         writer.write(.refused(.init(runID: work.request.runID, code: error.code, message: error.message)))
                     }
                 case .start(let start):
+                    // The agent sends a start only after the last phase's phase_done, which the phase thread writes
+                    // as its last act: give that thread the moment it needs to end (2 s at most) rather than call
+                    // the next phase's start a protocol error (it was, 1 run in 5 of `--mode all` on a busy host).
+                    let ending = MonotonicClock.nowNanos() &+ 2_000_000_000
+                    while running.withLock({ $0 }), MonotonicClock.nowNanos() < ending { usleep(200) }
                     guard let job, job.work.request.runID == start.runID, !running.withLock({ $0 }) else {
                         writer.write(.failure(.init(code: .protocolViolation, message: "A start arrived with no run prepared, or while a phase was running.")))
                         break readLoop

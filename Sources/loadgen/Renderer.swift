@@ -177,7 +177,16 @@ final class Renderer: RunObserver {
         }
         if let message = r.message { lines.append("  note      \(message)") }
         if r.agents == 1, let agent = r.perAgent.first, let dir = agent.runDirectory {
-            lines.append("  directory \(dir)\(r.write?.keep == true ? " (kept)" : r.cleanup != nil ? " (removed)" : "")")
+            let fate: String
+            if r.write?.keep == true {
+                fate = " (kept)"
+            } else if let cleanup = r.cleanup {
+                // Removed only when cleanup took every file the run made; otherwise the agent's note says what is left.
+                fate = cleanup.ops >= r.ops ? " (removed)" : " (left in place: \(Format.count(r.ops - cleanup.ops)) files were not removed)"
+            } else {
+                fate = ""
+            }
+            lines.append("  directory \(dir)\(fate)")
         }
         if r.agents > 1 {
             var rows = [["agent", "status", unit, "\(unit)/s", "p99", "errors", "last done"]]

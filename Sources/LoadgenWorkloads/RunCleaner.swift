@@ -37,10 +37,18 @@ public enum RunCleaner {
             var info = stat()
             guard fstatat(targetFD, name, &info, AT_SYMLINK_NOFOLLOW) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { continue }
             let dirFD = lg_open_directory_nofollow(targetFD, name)
-            guard dirFD >= 0 else { report.failures.append("\(path): \(errnoDescription(errno))"); continue }
+            guard dirFD >= 0 else {
+                // Gone since the listing: another clean (an agent sharing this file system) took it.
+                if errno != ENOENT { report.failures.append("\(path): \(errnoDescription(errno))") }
+                continue
+            }
             defer { close(dirFD) }
-            guard let marker = Self.readMarker(dirFD) else { report.unmarked.append(path); continue }
-            // Held until this descriptor closes (the defer above), so two cleans never remove one directory.
+            guard let marker = Self.readMarker(dirFD) else {
+                if !Self.isGone(dirFD) { report.unmarked.append(path) }
+                continue
+            }
+            // Held until this descriptor closes (the defer above), so two cleans never remove one directory; one
+            // that waited for another's removal finds the directory gone.
             if flock(dirFD, LOCK_EX | LOCK_NB) != 0 {
                 if errno == EWOULDBLOCK {
                     report.inUse.append(path)
@@ -49,6 +57,7 @@ public enum RunCleaner {
                 }
                 continue
             }
+            if Self.isGone(dirFD) { continue }
             if marker.keep, !includeKept { report.kept.append(path); continue }
             var entry = CleanReport.Entry(path: path, runID: marker.runID, agentID: marker.agentID, keep: marker.keep)
             var problems: [String] = []
@@ -72,6 +81,12 @@ public enum RunCleaner {
             }
         }
         return report
+    }
+
+    /// Whether the directory behind `fd` was removed (by another clean) since it was opened.
+    static func isGone(_ fd: Int32) -> Bool {
+        var info = stat()
+        return fstat(fd, &info) == 0 && info.st_nlink == 0
     }
 
     /// The marker of the directory behind `fd`: its `.loadgen-run` link's target, decoded; nil when it has none

@@ -9,7 +9,8 @@
 #      its own run directory on the shared file system, nothing left behind;
 #   2. a silent partition: one agent's link is dropped mid-run (no RST, packets just vanish): that agent stops its
 #      load within 2 s, the coordinator marks it lost within 3 s, and the run ends partial with the others' results;
-#   3. a killed coordinator (SIGKILL mid-run): every agent stops its load within 2 s;
+#   3. a killed coordinator (SIGKILL mid-run): every agent stops its load within 2 s, and `loadgen clean --agents`
+#      removes the directories it left (a --keep run's only with --kept), never a foreign one or a look-alike;
 #   4. mutual TLS: agents with --tls-cert (certificates naming their addresses, made with openssl) serve a TLS
 #      coordinator, and refuse a plain one.
 # Prints "netns: ok" when all pass; exits non-zero naming the first check that failed.
@@ -135,7 +136,15 @@ after=$(count_files "$shared")
 "$LOADGEN" history --db "$work/runs.sqlite" --limit 1 --json | python3 -c '
 import json, sys; r = json.load(sys.stdin)[0]; assert r["status"] == "aborted", r["status"]' \
   || fail "the killed coordinator's run is not stored as aborted"
-echo "netns: 3. coordinator killed: all agents stopped within 2 s ($after files), run stored as aborted"
+# ... and loadgen clean through the agents removes what it left, beside a foreign directory and a look-alike.
+mkdir -p "$shared/foreign" "$shared/loadgen-lookalike"; echo x >"$shared/foreign/f"; echo y >"$shared/loadgen-lookalike/f"
+out=$("$LOADGEN" clean --target "$shared" --agents "$agents" --secret-file "$secret" 2>&1) || fail "clean: $out"
+grep -q "kept with --keep" <<<"$out" || fail "clean without --kept did not leave the --keep run: $out"
+[ "$(ls -d "$shared"/loadgen-2* | wc -l)" = 3 ] || fail "clean without --kept removed a --keep run's directory"
+out=$("$LOADGEN" clean --target "$shared" --kept --agents "$agents" --secret-file "$secret" 2>&1) || fail "clean --kept: $out"
+[ -z "$(ls -d "$shared"/loadgen-2* 2>/dev/null)" ] || fail "clean --kept left run directories: $(ls "$shared")"
+[ -f "$shared/foreign/f" ] && [ -f "$shared/loadgen-lookalike/f" ] || fail "clean removed what is not loadgen's"
+echo "netns: 3. coordinator killed: all agents stopped within 2 s ($after files), run stored as aborted; clean --agents removed its 3 directories only with --kept, and left a foreign directory and a look-alike"
 
 # The agents serve the next run after all that.
 rm -rf "${shared:?}"/*

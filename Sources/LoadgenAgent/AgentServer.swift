@@ -16,8 +16,15 @@ public struct AgentServer: Sendable {
     public let port: Int
     public let logger: Logger
     public let slot = AgentRunSlot()
-    /// Connections that have not finished their handshake, at most.
+    /// Connections that have not finished their handshake, at most (sshd's `MaxStartups` full).
     public var maxPendingConnections = 32
+    /// Of those, from one source address at most: one address holding many silent connections leaves room for
+    /// coordinators elsewhere.
+    public var maxPendingPerAddress = 8
+    /// From this many pending connections (default: half the cap) a new one is dropped at random with probability
+    /// ``earlyDropRate``, rising linearly to 1 at the cap (sshd's `MaxStartups start:rate:full`).
+    public var earlyDropStart: Int?
+    public var earlyDropRate = 0.3
     /// A source address with this many failed handshakes within ``failedHandshakeWindowNanos`` is refused at once.
     public var maxFailedHandshakes = 5
     public var failedHandshakeWindowNanos: UInt64 = 1_000_000_000
@@ -62,30 +69,40 @@ public struct AgentServer: Sendable {
         onListening(address, configuration.agentID)
         self.logger.info("Agent listening", metadata: ["agent.id": "\(configuration.agentID)",
                                                        "listen.address": "\(address.ipAddress ?? self.host):\(address.port ?? 0)"])
-        let pending = PendingCount()
-        let limiter = FailureLimiter(limit: self.maxFailedHandshakes, windowNanos: self.failedHandshakeWindowNanos)
+        let gate = Locked(ConnectionGate(limits: .init(
+            perAddress: self.maxPendingPerAddress, start: self.earlyDropStart ?? self.maxPendingConnections / 2,
+            rate: self.earlyDropRate, full: self.maxPendingConnections)))
+        let failures = Locked(FailureTable(limit: self.maxFailedHandshakes, windowNanos: self.failedHandshakeWindowNanos))
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { inbound in
                 for try await connection in inbound {
                     let peer = connection.channel.remoteAddress
                     let peerHost = peer?.ipAddress ?? "unknown"
                     let peerText = peer.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "unknown"
-                    if limiter.isBlocked(peerHost) {
+                    if failures.withLock({ $0.isBlocked(peerHost, nowNanos: MonotonicClock.nowNanos()) }) {
                         self.logger.info("Connection refused: address blocked after failed handshakes", metadata: ["peer.address": "\(peerText)"])
                         let sentence = "Agent \(configuration.agentID) refuses \(peerHost) for now: \(self.maxFailedHandshakes) handshake\(self.maxFailedHandshakes == 1 ? "" : "s") from it failed within \(DurationText.format(nanos: self.failedHandshakeWindowNanos)). Check that the coordinator's --secret-file (and TLS files) match the agent's, and try again after that long."
                         group.addTask { await Self.refuse(connection, sentence) }
                         continue
                     }
-                    if pending.increment() > self.maxPendingConnections {
-                        pending.decrement()
-                        self.logger.info("Connection refused: too many pending connections", metadata: ["peer.address": "\(peerText)"])
-                        let sentence = "Agent \(configuration.agentID) has \(self.maxPendingConnections) connections still in their handshake, its limit; try again shortly (many clients connecting without finishing a handshake look like a flood)."
+                    if let refusal = gate.withLock({ $0.admit(peerHost, draw: Double.random(in: 0..<1)) }) {
+                        let sentence: String
+                        switch refusal {
+                        case .addressFull(let most):
+                            sentence = "Agent \(configuration.agentID) has \(most) connections from \(peerHost) still in their handshake, the most it takes from one address; try again shortly (many connections from one address that never finish a handshake look like a flood)."
+                        case .full(let most):
+                            sentence = "Agent \(configuration.agentID) has \(most) connections still in their handshake, its limit; try again shortly (many clients connecting without finishing a handshake look like a flood)."
+                        case .earlyDrop(let pending):
+                            sentence = "Agent \(configuration.agentID) has \(pending) connections still in their handshake and sheds new ones at random as it nears its limit of \(self.maxPendingConnections); try again shortly."
+                        }
+                        self.logger.info("Connection refused: too many pending connections", metadata: [
+                            "peer.address": "\(peerText)", "refusal": "\(refusal)"])
                         group.addTask { await Self.refuse(connection, sentence) }
                         continue
                     }
                     group.addTask {
-                        await self.serve(connection, configuration: configuration, peer: peerText, pending: pending,
-                                         limiter: limiter, peerHost: peerHost)
+                        await self.serve(connection, configuration: configuration, peer: peerText, gate: gate,
+                                         failures: failures, peerHost: peerHost)
                     }
                 }
             }
@@ -104,17 +121,20 @@ public struct AgentServer: Sendable {
     }
 
     private func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, configuration: AgentConfiguration,
-                       peer: String, pending: PendingCount, limiter: FailureLimiter, peerHost: String) async {
+                       peer: String, gate: Locked<ConnectionGate>, failures: Locked<FailureTable>, peerHost: String) async {
         let session = AgentSession(configuration: configuration, slot: self.slot, peer: peer)
         let logger = self.logger
-        logger.info("Coordinator connected", metadata: ["peer.address": "\(peer)"])
+        logger.debug("Connection accepted", metadata: ["peer.address": "\(peer)"])
         let authenticated = Locked(false)
         let settled = Locked(false)
+        /// Whether the peer sent anything (a frame, or bytes that broke the protocol or TLS): a connection that
+        /// closes without a word is a health probe, not a failed handshake.
+        let spoke = Locked(false)
         /// Leaves the pending count once: on authentication, or on the handshake's failure or end.
         @Sendable func settle(failed: Bool) {
             guard settled.withLock({ done in defer { done = true }; return !done }) else { return }
-            pending.decrement()
-            if failed { limiter.recordFailure(peerHost) }
+            gate.withLock { $0.release(peerHost) }
+            if failed { failures.withLock { $0.recordFailure(peerHost, nowNanos: MonotonicClock.nowNanos()) } }
         }
         do {
             try await connection.executeThenClose { inbound, outbound in
@@ -122,8 +142,12 @@ public struct AgentServer: Sendable {
                 await withDiscardingTaskGroup { group in
                     group.addTask {
                         do {
-                            for try await message in inbound { continuation.yield(message) }
+                            for try await message in inbound {
+                                if !spoke.value { spoke.withLock { $0 = true } }
+                                continuation.yield(message)
+                            }
                         } catch {
+                            spoke.withLock { $0 = true }
                             let text = (error as? LoadgenError)?.message ?? "\(error)"
                             logger.info("Connection broke the protocol", metadata: ["peer.address": "\(peer)", "error": "\(text)"])
                             try? await outbound.write(.failure(.init(code: .protocolViolation, message: text)))
@@ -135,6 +159,7 @@ public struct AgentServer: Sendable {
                         case .ready:
                             authenticated.withLock { $0 = true }
                             settle(failed: false)
+                            logger.info("Coordinator connected", metadata: ["peer.address": "\(peer)"])
                         case .failure where !authenticated.value:
                             // Counted the moment it fails, so a fast retry loop meets the limits at once.
                             settle(failed: true)
@@ -156,49 +181,15 @@ public struct AgentServer: Sendable {
         } catch {
             logger.debug("Connection ended with an error", metadata: ["peer.address": "\(peer)", "error": "\(error)"])
         }
-        if !authenticated.value {
+        if authenticated.value {
+            logger.info("Coordinator disconnected", metadata: ["peer.address": "\(peer)"])
+        } else if spoke.value || settled.value {
+            // It spoke and failed, or it was cut off at the handshake deadline (settled then, as failed).
             settle(failed: true)
             logger.info("Handshake failed", metadata: ["peer.address": "\(peer)"])
-        }
-        logger.info("Coordinator disconnected", metadata: ["peer.address": "\(peer)"])
-    }
-}
-
-/// Slows brute force: a source with `limit` failed handshakes within the window is refused at once.
-final class FailureLimiter: Sendable {
-    private let failures = Mutex<[String: [UInt64]]>([:])
-    private let limit: Int
-    private let windowNanos: UInt64
-
-    init(limit: Int, windowNanos: UInt64) {
-        self.limit = limit
-        self.windowNanos = windowNanos
-    }
-
-    func recordFailure(_ host: String) {
-        let now = MonotonicClock.nowNanos()
-        self.failures.withLock { table in
-            var recent = (table[host] ?? []).filter { now &- $0 < self.windowNanos }
-            recent.append(now)
-            table[host] = recent
-            if table.count > 10_000 { table = table.filter { !$0.value.isEmpty } }
+        } else {
+            settle(failed: false)
+            logger.debug("Connection closed without a word (a health probe?)", metadata: ["peer.address": "\(peer)"])
         }
     }
-
-    func isBlocked(_ host: String) -> Bool {
-        let now = MonotonicClock.nowNanos()
-        return self.failures.withLock { table in
-            (table[host] ?? []).filter { now &- $0 < self.windowNanos }.count >= self.limit
-        }
-    }
-}
-
-/// Connections that have not yet authenticated.
-final class PendingCount: Sendable {
-    private let count = Atomic<Int>(0)
-
-    /// Adds one and returns the new count.
-    func increment() -> Int { self.count.add(1, ordering: .relaxed).newValue }
-
-    func decrement() { self.count.subtract(1, ordering: .relaxed) }
 }

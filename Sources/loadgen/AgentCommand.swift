@@ -19,6 +19,11 @@ struct AgentCommand: AsyncParsableCommand {
 
             It serves one run at a time and stops a run's load within 2 seconds of losing its coordinator.
 
+            Connections still in their handshake are capped: 32 in all, 8 from one address, and from 16 on new
+            ones are dropped at random, more often as the cap nears (sshd's MaxStartups 16:30:32). An address
+            with 5 failed handshakes within a second is refused for that second. Each refusal is one sentence
+            to the peer. A connection that closes without a word (a health probe) is not a failure.
+
             Examples:
               openssl rand -hex 32 > /etc/loadgen.secret && chmod 600 /etc/loadgen.secret
               loadgen agent --listen 0.0.0.0:7420 --secret-file /etc/loadgen.secret --allow-root /data

@@ -336,10 +336,76 @@ struct DistributedTests {
         }
     }
 
-    /// A TCP connection to 127.0.0.1:port that sends nothing (-1 when it cannot connect).
-    static func rawConnect(port: Int) -> Int32 {
+    /// The first frame a refused raw connection is sent, decoded (nil if none comes within two seconds).
+    static func firstFrame(_ fd: Int32) -> WireMessage? {
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var decoder = FrameDecoder()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { return nil }
+            buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            if let message = try? decoder.nextMessage() { return message }
+        }
+    }
+
+    /// One address holding a hundred silent connections: past its share it is refused with a sentence, and a
+    /// coordinator from another address is served at once.
+    @Test func aFloodFromOneAddressLeavesRoomForACoordinatorElsewhere() async throws {
+        try await LiveAgents.with(count: 1, secret: Self.secret, policy: AgentPolicy(allowedRoots: nil)) { addresses in
+            let flood = (0..<100).map { _ in Self.rawConnect(port: addresses[0].port, from: "127.0.0.2") }
+            defer { for fd in flood where fd >= 0 { close(fd) } }
+            #expect(flood.allSatisfy { $0 >= 0 })
+            // The last of them was refused (8 at most are pending from one address), and told why.
+            guard case .failure(let refusal)? = Self.firstFrame(flood[99]) else {
+                Issue.record("the 100th silent connection was not refused with a sentence")
+                return
+            }
+            #expect(refusal.message.contains("connections from 127.0.0.2 still in their handshake, the most it takes from one address"),
+                    "\(refusal.message)")
+            let started = MonotonicClock.nowNanos()
+            let error = await Self.connectError(addresses, secret: Self.secret)
+            #expect(error == nil, "\(String(describing: error))")
+            #expect(MonotonicClock.nowNanos() - started < 2_000_000_000, "the coordinator waited behind the flood")
+        }
+    }
+
+    /// Load balancers' health probes (a TCP connect that closes at once) are not failed handshakes: they never get
+    /// the prober's address blocked.
+    @Test func healthProbesDoNotCountAsFailedHandshakes() async throws {
+        try await LiveAgents.with(count: 1, secret: Self.secret, policy: AgentPolicy(allowedRoots: nil), failureLimit: 2,
+                                  failureWindowNanos: 60_000_000_000) { addresses in
+            for _ in 0..<6 {
+                let fd = Self.rawConnect(port: addresses[0].port)
+                #expect(fd >= 0)
+                // Long enough for the agent to accept it and see where it came from, as a prober's would be.
+                try await Task.sleep(for: .milliseconds(30))
+                close(fd)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let error = await Self.connectError(addresses, secret: Self.secret)
+            #expect(error == nil, "\(String(describing: error))")
+        }
+    }
+
+    /// A TCP connection to 127.0.0.1:port, from `source` (another loopback address), that sends nothing (-1 when
+    /// it cannot connect).
+    static func rawConnect(port: Int, from source: String? = nil) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return -1 }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                close(fd)
+                return -1
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

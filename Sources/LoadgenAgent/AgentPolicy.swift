@@ -12,9 +12,14 @@ public struct AgentPolicy: Sendable, Hashable {
     public var maxDurationNanos: UInt64
     /// Requests per second a fetch run may ask for.
     public var maxRate: Double
+    /// Where fetch runs may connect (`--allow-host`, `--allow-cidr`, `--deny-cidr`; link-local and cloud metadata
+    /// addresses refused unless allowed).
+    public var destinations: DestinationPolicy
 
     public init(allowedRoots: [String]?, maxFiles: Int = 10_000_000, maxBytes: UInt64 = 64 << 30,
-                maxWorkers: Int = 1024, maxDurationNanos: UInt64 = 3_600_000_000_000, maxRate: Double = 1_000_000) {
+                maxWorkers: Int = 1024, maxDurationNanos: UInt64 = 3_600_000_000_000, maxRate: Double = 1_000_000,
+                destinations: DestinationPolicy = DestinationPolicy()) {
+        self.destinations = destinations
         self.allowedRoots = allowedRoots
         self.maxFiles = maxFiles
         self.maxBytes = maxBytes
@@ -30,7 +35,8 @@ public struct AgentPolicy: Sendable, Hashable {
 
     public var summary: AgentPolicySummary {
         AgentPolicySummary(allowedRoots: self.allowedRoots ?? ["/"], maxFiles: self.maxFiles, maxBytes: self.maxBytes,
-                           maxWorkers: self.maxWorkers, maxDurationNanos: self.maxDurationNanos, maxRate: self.maxRate)
+                           maxWorkers: self.maxWorkers, maxDurationNanos: self.maxDurationNanos, maxRate: self.maxRate,
+                           destinations: self.destinations)
     }
 
     /// Refuses a request beyond this policy, naming the limit and the flag that sets it.

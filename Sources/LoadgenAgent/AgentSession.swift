@@ -133,7 +133,8 @@ public final class AgentSession: Sendable {
         case .prepare(let request):
             let controller = RunController(request: request, context: RunContext(
                 agentID: self.configuration.agentID, allowedRoots: self.configuration.policy.allowedRoots,
-                workerExecutable: self.configuration.workerExecutable, ioUringDisabled: self.configuration.ioUringDisabled))
+                workerExecutable: self.configuration.workerExecutable, ioUringDisabled: self.configuration.ioUringDisabled,
+                destinations: self.configuration.policy.destinations))
             let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
             shared.runs.withLock { $0[request.runID] = ActiveRun(controller: controller, commands: continuation, stream: commands) }
             context.launcher.yield(.run(request))
@@ -174,6 +175,12 @@ public final class AgentSession: Sendable {
         do {
             try request.validate()
             try self.configuration.policy.check(request)
+            // Every URL's addresses as this host resolves them now, before anything connects (each connection and
+            // redirect is checked again during the run).
+            if let fetch = request.fetch {
+                try DestinationCheck.check(fetch, policy: self.configuration.policy.destinations,
+                                           agentID: self.configuration.agentID)
+            }
         } catch {
             await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
             await self.feed(.runEnded(request.runID), context: context)

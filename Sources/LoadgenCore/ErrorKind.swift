@@ -6,7 +6,7 @@ import Glibc
 /// (an unbounded set of messages would grow memory with the run); each kind keeps one sample message.
 ///
 /// File-system kinds carry the errno name; HTTP kinds follow wrk's split (connect, read, write, timeout) plus
-/// DNS, TLS, protocol and redirect failures.
+/// DNS, TLS, protocol and redirect failures, and destinations the agent's policy refuses.
 public enum ErrorKind: String, CaseIterable, Codable, Sendable, Hashable {
     // File system, by errno name.
     case noSpace = "ENOSPC"
@@ -37,6 +37,9 @@ public enum ErrorKind: String, CaseIterable, Codable, Sendable, Hashable {
     case write
     case `protocol`
     case redirects
+    /// A destination the agent's policy refuses (--allow-host, --allow-cidr, --deny-cidr), met mid-run: a DNS
+    /// answer that changed, or a redirect. No connection was made to it.
+    case policy
     // Execution.
     case workerLost = "worker"
 

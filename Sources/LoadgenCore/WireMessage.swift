@@ -201,9 +201,12 @@ extension WireMessage {
         public var firstIndex: UInt64
         public var count: UInt64?
         public var stride: UInt64
+        /// The agent's destination policy, which the worker applies to every connection of a fetch run.
+        public var destinations: DestinationPolicy?
 
         public init(request: RunRequest, runDirectory: String?, agentSeed: UInt64, workerIndex: Int, firstIndex: UInt64,
-                    count: UInt64?, stride: UInt64 = 1) {
+                    count: UInt64?, stride: UInt64 = 1, destinations: DestinationPolicy? = nil) {
+            self.destinations = destinations
             self.request = request
             self.runDirectory = runDirectory
             self.agentSeed = agentSeed
@@ -431,9 +434,12 @@ public struct AgentPolicySummary: Codable, Sendable, Hashable {
     public var maxWorkers: Int
     public var maxDurationNanos: UInt64
     public var maxRate: Double
+    /// Where fetch runs may connect (nil from an agent older than this field).
+    public var destinations: DestinationPolicy?
 
     public init(allowedRoots: [String], maxFiles: Int, maxBytes: UInt64, maxWorkers: Int, maxDurationNanos: UInt64,
-                maxRate: Double) {
+                maxRate: Double, destinations: DestinationPolicy? = nil) {
+        self.destinations = destinations
         self.allowedRoots = allowedRoots
         self.maxFiles = maxFiles
         self.maxBytes = maxBytes

@@ -254,7 +254,11 @@ final class FetchSlot: @unchecked Sendable {
         let host = target.host
         let isTLS = target.isTLS
         let remaining = (current.start &+ self.engine.spec.timeoutNanos) &- MonotonicClock.nowNanos()
-        ClientBootstrap(group: self.loop)
+        var bootstrap = ClientBootstrap(group: self.loop)
+        if let policy = self.engine.destinations {
+            bootstrap = bootstrap.resolver(PolicyResolver(loop: self.loop, policy: policy))
+        }
+        bootstrap
             .connectTimeout(.nanoseconds(Int64(min(remaining, self.engine.spec.timeoutNanos))))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -395,6 +399,10 @@ final class FetchSlot: @unchecked Sendable {
     static func classify(connectError error: any Error, target: TargetURL) -> FetchFailure {
         let place = "\(target.host):\(target.port)"
         if let error = error as? NIOConnectionError {
+            if let refused = (error.dnsAError as? PolicyResolver.Refused) ?? (error.dnsAAAAError as? PolicyResolver.Refused),
+               error.connectionErrors.isEmpty {
+                return FetchFailure(.policy, "the agent's policy refuses \(refused.description)")
+            }
             if error.connectionErrors.isEmpty, error.dnsAError != nil || error.dnsAAAAError != nil {
                 return FetchFailure(.dns, "resolving \(target.host) failed")
             }

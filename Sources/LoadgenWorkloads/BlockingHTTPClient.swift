@@ -89,9 +89,13 @@ public final class BlockingHTTPClient {
     }
     private let buffer: UnsafeMutableRawBufferPointer
 
-    public init(timeoutNanos: UInt64, tls: TLSContext?) {
+    /// Where this client may connect (nil: anywhere); applied to every resolved address before it is used.
+    private let destinations: DestinationPolicy?
+
+    public init(timeoutNanos: UInt64, tls: TLSContext?, destinations: DestinationPolicy? = nil) {
         self.timeoutNanos = timeoutNanos
         self.tls = tls
+        self.destinations = destinations
         self.buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     }
 
@@ -201,8 +205,20 @@ public final class BlockingHTTPClient {
         } else {
             switch Self.resolve(target.host, port: target.port) {
             case .success(let found):
-                addresses = found
-                self.resolved[Endpoint(host: target.host, port: target.port)] = found
+                // Only addresses the policy allows are kept (and cached); none left is the policy's refusal.
+                var allowed = found
+                if let policy = self.destinations {
+                    var refusal: String?
+                    allowed = found.filter { entry in
+                        guard let bytes = DestinationCheck.addressBytes(ofSockaddr: entry.address, family: entry.family) else { return false }
+                        guard let why = policy.refusal(host: target.host, address: bytes) else { return true }
+                        refusal = refusal ?? why
+                        return false
+                    }
+                    if allowed.isEmpty { return FetchFailure(.policy, "the agent's policy refuses \(refusal ?? target.host)") }
+                }
+                addresses = allowed
+                self.resolved[Endpoint(host: target.host, port: target.port)] = allowed
             case .failure(let failure):
                 return failure
             }

@@ -14,9 +14,12 @@ public final class FetchEngine: WorkloadEngine {
     /// Each target's request bytes, made once.
     let requests: [[UInt8]]
     let tls: TLSContext?
+    /// Where this run may connect, the agent's policy (nil: anywhere).
+    public let destinations: DestinationPolicy?
 
-    public init(spec: FetchSpec) throws(LoadgenError) {
+    public init(spec: FetchSpec, destinations: DestinationPolicy? = nil) throws(LoadgenError) {
         self.spec = spec
+        self.destinations = destinations
         var targets: [TargetURL] = []
         for url in spec.urls { targets.append(try TargetURL.parse(url)) }
         self.targets = targets
@@ -44,7 +47,7 @@ public final class FetchEngine: WorkloadEngine {
     }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
-        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls)
+        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls, destinations: self.destinations)
         let stop = control.stop
         var schedule = self.schedule(share: share, control: control)
         MonotonicClock.sleep(untilNanos: control.startAtNanos)

@@ -11,8 +11,12 @@ public struct RunContext: Sendable {
     public var workerExecutable: String
     /// Why io_uring is not to be used here, when it is not (an agent's `--no-io-uring`).
     public var ioUringDisabled: String?
+    /// Where fetch runs may connect (nil: anywhere; an agent always gives its policy).
+    public var destinations: DestinationPolicy?
 
-    public init(agentID: String, allowedRoots: [String]?, workerExecutable: String, ioUringDisabled: String? = nil) {
+    public init(agentID: String, allowedRoots: [String]?, workerExecutable: String, ioUringDisabled: String? = nil,
+                destinations: DestinationPolicy? = nil) {
+        self.destinations = destinations
         self.agentID = agentID
         self.allowedRoots = allowedRoots
         self.workerExecutable = workerExecutable
@@ -87,7 +91,7 @@ public final class RunController: Sendable {
                 let share = engine.share(phase: .main, worker: index, of: request.workers)
                 return WireMessage.Work(request: request, runDirectory: directory?.path, agentSeed: seed,
                                         workerIndex: index, firstIndex: share.first, count: share.count,
-                                        stride: share.stride)
+                                        stride: share.stride, destinations: self.context.destinations)
             }
             do {
                 try await WorkerProcessPool.withPool(executable: self.context.workerExecutable, works: works) { pool in
@@ -122,7 +126,7 @@ public final class RunController: Sendable {
             return (WriteEngine(spec: spec, directory: directory, seed: seed), directory)
         case .fetch:
             guard let spec = self.request.fetch else { throw .usage("A fetch run must carry a fetch specification.") }
-            return (try FetchEngine(spec: spec), nil)
+            return (try FetchEngine(spec: spec, destinations: self.context.destinations), nil)
         }
     }
 

@@ -98,7 +98,7 @@ public enum WorkerProcess {
                 self.engine = WriteEngine(spec: spec, directory: directory, seed: work.agentSeed)
             case .fetch:
                 guard let spec = work.request.fetch else { throw .usage("A fetch worker needs a fetch specification.") }
-                self.engine = try FetchEngine(spec: spec)
+                self.engine = try FetchEngine(spec: spec, destinations: work.destinations)
             }
         }
 

@@ -19,6 +19,12 @@ struct AgentCommand: AsyncParsableCommand {
 
             It serves one run at a time and stops a run's load within 2 seconds of losing its coordinator.
 
+            Fetch runs reach only what the agent allows. Link-local networks (169.254.0.0/16, fe80::/10) and cloud
+            metadata addresses are refused unless --allow-cidr covers them; --deny-cidr refuses a network always;
+            with any --allow-host or --allow-cidr, only those are reached. Every URL is checked as this host
+            resolves it before the run is prepared (a refusal names the address and the rule), and every
+            connection and redirect again during it (counted as policy errors, never connected).
+
             Connections still in their handshake are capped: 32 in all, 8 from one address, and from 16 on new
             ones are dropped at random, more often as the cap nears (sshd's MaxStartups 16:30:32). An address
             with 5 failed handshakes within a second is refused for that second. Each refusal is one sentence
@@ -70,6 +76,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Flag(help: "Refuse async write runs here instead of using io_uring.")
     var noIoUring = false
 
+    @OptionGroup(title: "Fetch destinations (checked after DNS, on every connection and redirect)")
+    var destinations: DestinationOptions
+
     @OptionGroup(title: "Mutual TLS (encrypts the link; the secret is still proved inside it)")
     var tls: TLSOptions
 
@@ -120,7 +129,8 @@ struct AgentCommand: AsyncParsableCommand {
         }
         return Settings(address: address, prover: prover,
                         policy: AgentPolicy(allowedRoots: roots, maxFiles: self.maxFiles, maxBytes: maxBytes,
-                                            maxWorkers: self.maxWorkers, maxDurationNanos: maxDuration, maxRate: self.maxRate),
+                                            maxWorkers: self.maxWorkers, maxDurationNanos: maxDuration, maxRate: self.maxRate,
+                                            destinations: try self.destinations.policy()),
                         agentID: agentID, tls: try self.tls.load(server: true))
     }
 

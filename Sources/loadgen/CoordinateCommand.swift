@@ -44,6 +44,9 @@ struct CoordinateCommand: AsyncParsableCommand {
     @OptionGroup(title: "Agents")
     var agents: AgentOptions
 
+    @OptionGroup(title: "Fetch destinations of the embedded agent (remote agents have their own)")
+    var destinations: DestinationOptions
+
     @OptionGroup(title: "Store")
     var store: StoreOptions
 
@@ -56,9 +59,19 @@ struct CoordinateCommand: AsyncParsableCommand {
             _ = try self.agents.secret()
             _ = try self.agents.tlsSettings()
             if self.agents.isRemote { _ = try self.agents.addresses() }
+            try self.embeddedDestinations()
         } catch {
             throw ValidationError(error.message)
         }
+    }
+
+    /// The embedded agent's destination policy; refused with remote agents, which enforce their own.
+    @discardableResult
+    func embeddedDestinations() throws(LoadgenError) -> DestinationPolicy {
+        if self.destinations.isGiven, self.agents.isRemote {
+            throw .usage("--allow-host, --allow-cidr and --deny-cidr are for the embedded agent; agents given with --agents enforce their own (give them to `loadgen agent`).")
+        }
+        return try self.destinations.policy()
     }
 
     /// Everything the command will run, checked before anything starts.
@@ -119,9 +132,11 @@ struct CoordinateCommand: AsyncParsableCommand {
         let secret = try self.agents.secret()
         let remote = self.agents.isRemote ? try self.agents.addresses() : nil
         let tls = try self.agents.tlsSettings()
+        var embeddedPolicy = AgentPolicy.embedded
+        embeddedPolicy.destinations = try self.embeddedDestinations()
         let agentConfiguration = AgentConfiguration(
             agentID: HostEnvironment.hostName, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
-            loadgenVersion: Loadgen.version, policy: .embedded, prover: nil,
+            loadgenVersion: Loadgen.version, policy: embeddedPolicy, prover: nil,
             workerExecutable: HostEnvironment.executablePath,
             ioUringDisabled: ProcessInfo.processInfo.environment["LOADGEN_NO_IO_URING"].map { _ in "LOADGEN_NO_IO_URING is set." })
         let coordinatorConfiguration = CoordinatorConfiguration(

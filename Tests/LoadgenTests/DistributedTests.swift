@@ -19,7 +19,7 @@ enum LiveAgents {
 
     /// Runs `count` agents for the duration of `body`, which gets their addresses.
     static func with<R: Sendable>(count: Int, secret: SharedSecret? = nil, policy: AgentPolicy, failureLimit: Int = 1000, failureWindowNanos: UInt64 = 1_000_000_000,
-                                  maxPending: Int = 32, tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
+                                  maxPending: Int = 32, earlyDropStart: Int? = nil, tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
                                   _ body: @Sendable ([AgentAddress]) async throws -> R) async throws -> R {
         let ports = Locked<[Int: Int]>([:])
         var logger = Logger(label: "test.agent")
@@ -31,6 +31,7 @@ enum LiveAgents {
                 server.idIncludesPort = idIncludesPort
                 server.maxFailedHandshakes = failureLimit
                 server.maxPendingConnections = maxPending
+                server.earlyDropStart = earlyDropStart
                 server.failedHandshakeWindowNanos = failureWindowNanos
                 server.tls = tls
                 group.addTask {
@@ -324,8 +325,9 @@ struct DistributedTests {
             #expect(blocked?.message.contains("refuses 127.0.0.1 for now: 1 handshake from it failed within 1.0m") == true,
                     "\(String(describing: blocked))")
         }
-        try await LiveAgents.with(count: 1, secret: Self.secret, policy: AgentPolicy(allowedRoots: nil), maxPending: 2) { addresses in
-            // Two connections that never say hello fill the agent's handshake queue.
+        try await LiveAgents.with(count: 1, secret: Self.secret, policy: AgentPolicy(allowedRoots: nil), maxPending: 2,
+                                  earlyDropStart: 2) { addresses in
+            // Two connections that never say hello fill the agent's handshake queue (no random early drop here).
             let silent = (0..<2).map { _ in Self.rawConnect(port: addresses[0].port) }
             defer { for fd in silent { close(fd) } }
             #expect(silent.allSatisfy { $0 >= 0 })

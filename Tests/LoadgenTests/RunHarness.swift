@@ -6,10 +6,11 @@ import Foundation
 /// binary), and gives back what it emitted.
 enum RunHarness {
     static func perform(_ request: RunRequest, phases: [Phase], agentID: String = "test",
+                        destinations: DestinationPolicy? = nil,
                         beforeStart: (@Sendable () async -> Void)? = nil,
                         whileRunning: (@Sendable () async -> Void)? = nil) async -> [WireMessage] {
         let controller = RunController(request: request, context: RunContext(
-            agentID: agentID, allowedRoots: nil, workerExecutable: TestSupport.binary))
+            agentID: agentID, allowedRoots: nil, workerExecutable: TestSupport.binary, destinations: destinations))
         let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
         let emitted = Locked<[WireMessage]>([])
         let phaseDone = Locked<Int>(0)

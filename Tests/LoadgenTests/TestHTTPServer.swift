@@ -10,7 +10,7 @@ import Synchronization
 ///     /               200 "hello"                    /delay/MS         200 after MS milliseconds
 ///     /status/N       status N                       /redirect/N       a chain of N redirects ending at /
 ///     /loop           302 to itself, forever         /big/BYTES        a body of BYTES, streamed
-///     /trickle        headers, then a byte every 200 ms, forever
+///     /trickle        headers, then a byte every 200 ms, forever   /goto/HOST   302 to http://HOST:PORT/
 ///     /close          a body delimited by closing     /chunked          a chunked body of 3 chunks
 ///
 /// `pause` holds every response until it ends, like a stalled server. Requests are counted as they arrive.
@@ -156,6 +156,10 @@ private final class ScriptedHTTPHandler: ChannelInboundHandler {
         case "redirect":
             let n = segments.count > 1 ? Int(segments[1]) ?? 0 : 0
             if n <= 0 { simple(200, "hello") } else { simple(302, "", extra: "Location: /redirect/\(n - 1)\r\n") }
+        case "goto":
+            // An absolute redirect to another host, same port.
+            let host = segments.count > 1 ? String(segments[1]) : "127.0.0.1"
+            simple(302, "", extra: "Location: http://\(host):\(context.channel.localAddress?.port ?? 0)/\r\n")
         case "loop":
             simple(302, "", extra: "Location: /loop\r\n")
         case "close":

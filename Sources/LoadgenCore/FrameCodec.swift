@@ -47,9 +47,19 @@ public enum FrameCodec {
     where Bytes.Element == UInt8 {
         if let beat = Self.heartbeat(in: body) { return .heartbeat(.init(seq: beat)) }
         do {
-            return try sharedDecoder.decode(WireMessage.self, from: Data(body))
+            let message = try sharedDecoder.decode(WireMessage.self, from: Data(body))
+            switch message {
+            case .prepare, .work:
+                // What an agent is told to run is never partly ignored: a field it does not know is refused.
+                try Self.refuseUnknownFields(in: body, decoded: message)
+            default:
+                break
+            }
+            return message
+        } catch let error as LoadgenError {
+            throw error
         } catch let DecodingError.dataCorrupted(context) {
-            throw .protocolViolation("A frame could not be decoded: \(context.debugDescription)")
+            throw .protocolViolation("A frame could not be decoded\(Self.path(context)): \(context.debugDescription)")
         } catch let DecodingError.keyNotFound(key, context) {
             throw .protocolViolation("A frame lacks the field '\(key.stringValue)'\(Self.path(context)).")
         } catch let DecodingError.typeMismatch(_, context) {
@@ -77,6 +87,27 @@ public enum FrameCodec {
             digits += 1
         }
         return digits > 0 ? value : nil
+    }
+
+    /// Throws naming the first field of `body` that decoding dropped: one the decoded message, encoded again, lacks
+    /// (a null is as good as absent).
+    static func refuseUnknownFields<Bytes: Collection>(in body: Bytes, decoded: WireMessage) throws(LoadgenError)
+    where Bytes.Element == UInt8 {
+        guard let raw = try? JSONSerialization.jsonObject(with: Data(body)),
+              let again = try? JSONSerialization.jsonObject(with: sharedEncoder.encode(decoded))
+        else { return }
+        func walk(_ raw: Any, _ known: Any, _ path: String) throws(LoadgenError) {
+            if let raw = raw as? [String: Any], let known = known as? [String: Any] {
+                for key in raw.keys.sorted() where !(raw[key] is NSNull) {
+                    let here = path.isEmpty ? key : "\(path).\(key)"
+                    guard let value = known[key] else { throw .protocolViolation("A frame has the unknown field '\(here)'.") }
+                    try walk(raw[key]!, value, here)
+                }
+            } else if let raw = raw as? [Any], let known = known as? [Any] {
+                for (index, pair) in zip(raw, known).enumerated() { try walk(pair.0, pair.1, "\(path)[\(index)]") }
+            }
+        }
+        try walk(raw, again, "")
     }
 
     private static func path(_ context: DecodingError.Context) -> String {

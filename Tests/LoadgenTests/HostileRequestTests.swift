@@ -1,0 +1,131 @@
+import Foundation
+import Glibc
+import Testing
+@testable import LoadgenAgent
+@testable import LoadgenCore
+
+/// Run requests sent straight over the wire, bypassing the coordinator's own checks (an agent trusts no
+/// coordinator): each is refused with a sentence naming the field, and nothing is written.
+@Suite(.timeLimit(.minutes(1)))
+struct HostileRequestTests {
+    /// A coordinator made of a socket: it speaks frames by hand.
+    final class RawCoordinator {
+        let fd: Int32
+        var decoder = FrameDecoder()
+
+        init(port: Int) {
+            self.fd = DistributedTests.rawConnect(port: port)
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
+
+        deinit { close(self.fd) }
+
+        func send(body: String) {
+            let bytes = Array(body.utf8)
+            let length = UInt32(bytes.count)
+            let frame = [UInt8(length >> 24), UInt8((length >> 16) & 0xff), UInt8((length >> 8) & 0xff), UInt8(length & 0xff)] + bytes
+            _ = frame.withUnsafeBytes { Glibc.write(self.fd, $0.baseAddress, $0.count) }
+        }
+
+        func send(_ message: WireMessage) {
+            let frame = try! FrameCodec.encode(message)
+            _ = frame.withUnsafeBytes { Glibc.write(self.fd, $0.baseAddress, $0.count) }
+        }
+
+        /// The next message that is not a heartbeat, or nil when the agent closed or went quiet.
+        func next() -> WireMessage? {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                if let message = try? self.decoder.nextMessage() {
+                    if case .heartbeat = message { continue }
+                    return message
+                }
+                let n = buffer.withUnsafeMutableBytes { read(self.fd, $0.baseAddress, $0.count) }
+                guard n > 0 else { return nil }
+                buffer.withUnsafeBytes { self.decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            }
+        }
+
+        /// hello, welcome, auth, ready, against an agent without a secret.
+        func handshake() -> Bool {
+            self.send(.hello(.init(loadgenVersion: "test", coordinatorHost: "raw", nonce: Handshake.makeNonce())))
+            guard case .welcome? = self.next() else { return false }
+            self.send(.auth(.init(proof: nil)))
+            guard case .ready? = self.next() else { return false }
+            return true
+        }
+    }
+
+    static func write(_ root: String, _ change: String = "", top: String = "") -> String {
+        #"{"type":"prepare","request":{"run_id":"h1","workload":"write","mode":"threads","workers":2,"seed":1,"interval_nanos":1000000000\#(top),"write":{"target":"\#(root)","files":10,"size":{"lower_bytes":2,"upper_bytes":2},"dirs":1,"fsync":"none","keep":false\#(change)}}}"#
+    }
+
+    static func fetch(_ change: String = "", urls: String = #"["http://127.0.0.1:9/"]"#) -> String {
+        #"{"type":"prepare","request":{"run_id":"h2","workload":"fetch","mode":"threads","workers":2,"seed":1,"interval_nanos":1000000000,"fetch":{"urls":\#(urls),"repeat_count":1,"timeout_nanos":1000000000,"method":"GET","insecure_tls":false\#(change)}}}"#
+    }
+
+    /// Replaces one `"key":value` of a JSON text (the first).
+    static func with(_ json: String, _ key: String, _ value: String) -> String {
+        guard let range = json.range(of: #""\#(key)":"#) else { return json }
+        let rest = json[range.upperBound...]
+        let end = rest.firstIndex { $0 == "," || $0 == "}" }!
+        return json.replacingCharacters(in: range.upperBound..<end, with: value)
+    }
+
+    @Test func twentyEightHostileRequestsAreEachRefusedNamingTheField() async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        let outside = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root); TestSupport.remove(outside) }
+        let w = Self.write(root)
+        let f = Self.fetch()
+        let cases: [(String, String)] = [
+            (Self.with(w, "workers", "0"), "--workers must be at least 1"),
+            (Self.with(w, "workers", "-1"), "--workers must be at least 1; got -1"),
+            (Self.with(w, "workers", "100000"), "--workers 100000 is more than loadgen's limit"),
+            (Self.with(w, "workers", "9"), "at most 8 workers per run (--max-workers)"),
+            (Self.with(w, "workers", #""two""#), "a field of the wrong type at 'request.workers'"),
+            (Self.with(w, "files", "0"), "--files must be at least 1"),
+            (Self.with(w, "files", "-5"), "--files must be at least 1; got -5"),
+            (Self.with(w, "files", "5000"), "at most 1000 files per run (--max-files)"),
+            (Self.with(w, "files", "1000000000000"), "is more than loadgen's limit"),
+            (Self.with(w, "files", #""10""#), "'request.write.files'"),
+            (Self.with(w, "lower_bytes", "9"), "The size"),
+            (Self.with(Self.with(w, "lower_bytes", "0"), "upper_bytes", "4611686018427387904"), "outside 0 to 1 TiB"),
+            (Self.with(w, "dirs", "0"), "--dirs must be at least 1"),
+            (Self.with(w, "interval_nanos", "1"), "The report interval must be between 100ms and 60s"),
+            (Self.with(w, "run_id", #""../../etc""#), "The run id '../../etc'"),
+            (Self.with(w, "mode", #""forkbomb""#), "at 'request.mode': Cannot initialize ExecutionMode from invalid String value forkbomb"),
+            (Self.with(w, "target", #""\#(outside)""#), "outside this agent's allowed roots"),
+            (Self.with(w, "target", #""\#(root)/../../../etc""#), "outside this agent's allowed roots"),
+            (Self.write(root, top: #","shell":"rm -rf /""#), "the unknown field 'request.shell'"),
+            (Self.write(root, #","owner":"root""#), "the unknown field 'request.write.owner'"),
+            (Self.fetch(urls: "[]"), "The URL list is empty"),
+            (Self.fetch(urls: #"["file:///etc/passwd"]"#), "file:///etc/passwd"),
+            (Self.fetch(urls: #"["gopher://127.0.0.1/"]"#), "gopher://127.0.0.1/"),
+            (Self.fetch(#","rate":-5"#), "--rate must be a number of requests per second above 0"),
+            (Self.fetch(#","rate":5000"#), "at most 1000 requests per second (--max-rate)"),
+            (Self.fetch(#","duration_nanos":0"#), "--duration must be longer than zero"),
+            (Self.fetch(#","duration_nanos":36000000000000"#), "(--max-duration)"),
+            (Self.with(f, "repeat_count", "0"), "--repeat must be at least 1"),
+        ]
+        #expect(cases.count >= 20)
+        let policy = AgentPolicy(allowedRoots: [root], maxFiles: 1000, maxWorkers: 8, maxDurationNanos: 60_000_000_000, maxRate: 1000)
+        try await LiveAgents.with(count: 1, policy: policy) { addresses in
+            for (body, words) in cases {
+                let raw = RawCoordinator(port: addresses[0].port)
+                #expect(raw.handshake(), "no handshake for \(body)")
+                raw.send(body: body)
+                switch raw.next() {
+                case .refused(let refused)?:
+                    #expect(refused.message.contains(words), "\(words) ← \(refused.message)")
+                case .failure(let failure)?:
+                    #expect(failure.message.contains(words), "\(words) ← \(failure.message)")
+                case let other:
+                    Issue.record("\(body) was answered \(String(describing: other))")
+                }
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty, "a refused request wrote something")
+    }
+}

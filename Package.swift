@@ -39,6 +39,10 @@ let package = Package(
         .target(name: "CLoadgen"),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen"], swiftSettings: swiftSettings),
+        // Fuzz targets over LoadgenCore's decoders and parsers; `loadgen-fuzz` runs one under libFuzzer
+        // (deploy/fuzz/run.sh), the tests replay Tests/Fuzz/ through them.
+        .target(name: "LoadgenFuzz", dependencies: ["LoadgenCore"], swiftSettings: swiftSettings),
+        .executableTarget(name: "loadgen-fuzz", dependencies: ["LoadgenFuzz"], swiftSettings: swiftSettings),
         .target(
             name: "LoadgenWorkloads",
             dependencies: [
@@ -89,7 +93,7 @@ let package = Package(
             name: "LoadgenTests",
             dependencies: [
                 "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
-                "loadgen", .product(name: "NIOEmbedded", package: "swift-nio"),
+                "loadgen", "LoadgenFuzz", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import LoadgenAgent
+@testable import LoadgenCoordinator
 @testable import LoadgenCore
 
 /// Run requests sent straight over the wire, bypassing the coordinator's own checks (an agent trusts no
@@ -128,4 +129,132 @@ struct HostileRequestTests {
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: root).isEmpty, "a refused request wrote something")
     }
+
+    /// Every file, directory and link under `path` with its content, mode and link target, as one digest.
+    static func treeDigest(_ path: String) -> String {
+        var lines: [String] = []
+        let manager = FileManager.default
+        for item in (manager.subpaths(atPath: path) ?? []).sorted() {
+            let full = path + "/" + item
+            var info = stat()
+            guard lstat(full, &info) == 0 else { continue }
+            var line = "\(item) \(info.st_mode) \(info.st_size)"
+            if (info.st_mode & S_IFMT) == S_IFLNK {
+                line += " -> " + ((try? manager.destinationOfSymbolicLink(atPath: full)) ?? "?")
+            } else if (info.st_mode & S_IFMT) == S_IFREG {
+                line += " " + String(decoding: (manager.contents(atPath: full) ?? Data()).prefix(4096), as: UTF8.self)
+            }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Write targets that try to leave the agent's allowed root: each is refused, the whole tree outside the root
+    /// is exactly as it was, and nothing was made inside it.
+    @Test func hostileTargetsLeaveEverythingOutsideTheRootUntouched() async throws {
+        let base = try TestSupport.makeTemporaryDirectory("lghostile")
+        defer { TestSupport.remove(base) }
+        let root = base + "/root"
+        let outside = base + "/outside"
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try manager.createDirectory(atPath: outside + "/deep/er", withIntermediateDirectories: true)
+        try Data("secret".utf8).write(to: URL(fileURLWithPath: outside + "/deep/er/file"))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: root + "/plainfile"))
+        try manager.createSymbolicLink(atPath: root + "/escape", withDestinationPath: outside)
+        try manager.createSymbolicLink(atPath: root + "/escapefile", withDestinationPath: outside + "/deep/er/file")
+        try manager.createSymbolicLink(atPath: root + "/dangling", withDestinationPath: base + "/nothing-here")
+        try manager.createSymbolicLink(atPath: root + "/up", withDestinationPath: "..")
+        let before = Self.treeDigest(base)
+        let targets = [
+            outside, root + "/../outside", root + "/./../outside/deep", root + "/escape", root + "/escape/deep/er",
+            root + "/escapefile", root + "/dangling", root + "/up", root + "/up/outside", root + "/plainfile",
+            root + "/nonexistent", "/", "/etc", "/proc/self/cwd", "/dev/shm/../etc", "relative/dir", "~", "",
+            root + "/\n/../..",
+        ]
+        #expect(targets.count >= 15)
+        let policy = AgentPolicy(allowedRoots: [root])
+        try await LiveAgents.with(count: 1, policy: policy) { addresses in
+            for (index, target) in targets.enumerated() {
+                let raw = RawCoordinator(port: addresses[0].port)
+                #expect(raw.handshake())
+                let request = RunRequest(runID: "t\(index)", write: WriteSpec(target: target, files: 3),
+                                         mode: .threads, workers: 1, seed: 1)
+                raw.send(.prepare(.init(request: request)))
+                guard case .refused(let refused)? = raw.next() else {
+                    Issue.record("the target '\(target)' was not refused")
+                    continue
+                }
+                #expect(refused.code == .policy || refused.code == .usage, "\(target): \(refused)")
+                #expect(!refused.message.isEmpty)
+            }
+        }
+        #expect(Self.treeDigest(base) == before, "something outside the root (or in it) changed")
+    }
+
+    /// Faults on the agent's side: a full disk is counted and the run fails with what it did; a read-only target
+    /// is refused at the probe; the agent then serves the next run. (Needs root for the mounts; CI runs as root.)
+    @Test func aFullDiskAndAReadOnlyTargetAreSurvivedAndTheNextRunIsServed() async throws {
+        guard getuid() == 0 else {
+            Issue.record("this test mounts tmpfs file systems and needs root (CI runs as root)")
+            return
+        }
+        let base = try TestSupport.makeTemporaryDirectory("lgfaults")
+        let full = base + "/full"
+        let readOnly = base + "/ro"
+        let fine = base + "/fine"
+        for dir in [full, readOnly, fine] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        func mount(_ options: String, _ dir: String) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/mount")
+            process.arguments = ["-t", "tmpfs", "-o", options, "tmpfs", dir]
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "mount \(options) \(dir)")
+        }
+        func unmount(_ dir: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/umount")
+            process.arguments = ["-l", dir]
+            try? process.run()
+            process.waitUntilExit()
+        }
+        try mount("size=64k,nr_inodes=400", full)
+        try mount("ro,size=64k", readOnly)
+        defer {
+            unmount(full)
+            unmount(readOnly)
+            TestSupport.remove(base)
+        }
+        try await LiveAgents.with(count: 1, secret: DistributedTests.secret, policy: AgentPolicy(allowedRoots: [base])) { addresses in
+            try await RemoteAgentLink.with(addresses: addresses) { links in
+                try await CoordinatorSession.with(links: links, configuration: DistributedTests.coordinator()) { session throws(LoadgenError) in
+                    _ = try await session.connect()
+                    // 2,000 files of 1 KiB into 64 KiB and 400 inodes: the disk fills, each failure is counted.
+                    let filling = RunRequest(runID: "full1", write: WriteSpec(target: full, files: 2000, size: SizeRange(exactly: 1024)),
+                                             mode: .threads, workers: 2, seed: 1)
+                    let outcome = try await session.run(filling, observer: NullObserver(), recorder: nil)
+                    #expect(outcome.report.status == .failed, "\(outcome.report.status)")
+                    #expect(outcome.report.ops > 0 && outcome.report.ops < 2000, "\(outcome.report.ops)")
+                    #expect(outcome.report.errors > 0)
+                    // A read-only target is refused before anything runs, naming it.
+                    do throws(LoadgenError) {
+                        _ = try await session.run(RunRequest(runID: "ro1", write: WriteSpec(target: readOnly, files: 5),
+                                                             mode: .threads, workers: 1, seed: 1),
+                                                  observer: NullObserver(), recorder: nil)
+                        Issue.record("a run on a read-only target was not refused")
+                    } catch {
+                        #expect(error.message.contains("read-only"), "\(error.message)")
+                    }
+                    // And the agent serves the next run.
+                    let next = try await session.run(RunRequest(runID: "ok1", write: WriteSpec(target: fine, files: 20),
+                                                                mode: .threads, workers: 2, seed: 1),
+                                                     observer: NullObserver(), recorder: nil)
+                    #expect(next.report.status == .completed)
+                    #expect(next.report.ops == 20)
+                }
+            }
+        }
+    }
 }
+

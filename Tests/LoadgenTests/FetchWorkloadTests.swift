@@ -307,9 +307,9 @@ struct OpenFileBudgetTests {
     }
 
     @Test func aFilePerWorkerThreePerProcessLoopsForAsyncFetchAndSlotsForAsyncWrites() throws {
-        #expect(OpenFileBudget.needed(by: Self.request(.async, workers: 1000), cores: 4).files == 1000 + 64 + 12)
-        #expect(OpenFileBudget.needed(by: Self.request(.threads, workers: 900), cores: 4).files == 964)
-        #expect(OpenFileBudget.needed(by: Self.request(.processes, workers: 400), cores: 4).files == 1264)
+        #expect(OpenFileBudget.needed(by: Self.request(.async, workers: 1000), cores: 4).files == 1000 + 32 + 12)
+        #expect(OpenFileBudget.needed(by: Self.request(.threads, workers: 900), cores: 4).files == 932)
+        #expect(OpenFileBudget.needed(by: Self.request(.processes, workers: 400), cores: 4).files == 1232)
         #expect(OpenFileBudget.needed(by: Self.request(.async, workers: 1000, write: true), cores: 4).files == 1000)
         try OpenFileBudget.check(Self.request(.threads, workers: 900), agentID: "a", limit: 1024)
         try OpenFileBudget.check(Self.request(.async, workers: 1000, write: true), agentID: "a", limit: 1024)

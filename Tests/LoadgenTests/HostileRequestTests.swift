@@ -256,5 +256,42 @@ struct HostileRequestTests {
             }
         }
     }
+
+    /// An agent started under `ulimit -n 64` (hard, so it cannot raise it): a run that needs more open files than
+    /// that is refused before it starts, naming the limit, and the agent then serves a run that fits.
+    @Test func anAgentUnderUlimit64RefusesWhatItCannotHoldAndServesTheNextRun() async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        agent.arguments = ["--nofile=64:64", TestSupport.binary, "agent", "--listen", "127.0.0.1:0", "--insecure", "--allow-root", root]
+        let output = Pipe()
+        agent.standardError = output
+        agent.standardOutput = output
+        try agent.run()
+        defer { agent.terminate(); agent.waitUntilExit() }
+        // The agent prints the port it bound.
+        var port = 0
+        var seen = ""
+        let deadline = Date().addingTimeInterval(10)
+        while port == 0, Date() < deadline {
+            let chunk = output.fileHandleForReading.availableData
+            seen += String(decoding: chunk, as: UTF8.self)
+            if let range = seen.range(of: "listening on 127.0.0.1:") {
+                port = Int(seen[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
+        }
+        try #require(port > 0, "the agent did not say where it listens: \(seen)")
+        let env = ["LOADGEN_DB": root + "/db.sqlite"]
+        let big = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
+                                             "--mode", "threads", "--workers", "60"], environment: env, timeout: 20)
+        #expect(big.status == 2, "\(big.stderr)")
+        #expect(big.stderr.contains("--workers 60 in threads mode needs about 92 open files"), "\(big.stderr)")
+        #expect(big.stderr.contains("its limit is 64 (ulimit -n)"), "\(big.stderr)")
+        let small = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
+                                               "--mode", "threads", "--workers", "2"], environment: env, timeout: 20)
+        #expect(small.status == 0, "\(small.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
+    }
 }
 

@@ -12,23 +12,30 @@ struct AgentCommand: AsyncParsableCommand {
         commandName: "agent",
         abstract: "Serve runs for coordinators on this host, within this agent's own policy.",
         discussion: """
-            The agent listens on 127.0.0.1:7420 unless told otherwise. Both sides of a connection prove they hold the
-            shared secret (HMAC challenge-response) before any command; listening on any address but loopback needs
-            --secret-file, and --insecure (no secret) is accepted only on loopback. The agent owns its policy: a run
-            outside the allowed roots or over a cap is refused with a sentence naming the limit, never clamped.
+            The agent listens on 127.0.0.1:7420 unless told otherwise. Both sides of a
+            connection prove they hold the shared secret (HMAC challenge-response) before
+            any command; listening on any address but loopback needs --secret-file, and
+            --insecure (no secret) is accepted only on loopback. The agent owns its
+            policy: a run outside the allowed roots or over a cap is refused with a
+            sentence naming the limit, never clamped.
 
-            It serves one run at a time and stops a run's load within 2 seconds of losing its coordinator.
+            It serves one run at a time and stops a run's load within 2 seconds of losing
+            its coordinator.
 
-            Fetch runs reach only what the agent allows. Link-local networks (169.254.0.0/16, fe80::/10) and cloud
-            metadata addresses are refused unless --allow-cidr covers them; --deny-cidr refuses a network always;
-            with any --allow-host or --allow-cidr, only those are reached. Every URL is checked as this host
-            resolves it before the run is prepared (a refusal names the address and the rule), and every
-            connection and redirect again during it (counted as policy errors, never connected).
+            Fetch runs reach only what the agent allows. Link-local networks
+            (169.254.0.0/16, fe80::/10) and cloud metadata addresses are refused unless
+            --allow-cidr covers them; --deny-cidr refuses a network always; with any
+            --allow-host or --allow-cidr, only those are reached. Every URL is checked as
+            this host resolves it before the run is prepared (a refusal names the address
+            and the rule), and every connection and redirect again during it (counted as
+            policy errors, never connected).
 
-            Connections still in their handshake are capped: 32 in all, 8 from one address, and from 16 on new
-            ones are dropped at random, more often as the cap nears (sshd's MaxStartups 16:30:32). An address
-            with 5 failed handshakes within a second is refused for that second. Each refusal is one sentence
-            to the peer. A connection that closes without a word (a health probe) is not a failure.
+            Connections still in their handshake are capped: 32 in all, 8 from one
+            address, and from 16 on new ones are dropped at random, more often as the cap
+            nears (sshd's MaxStartups 16:30:32). An address with 5 failed handshakes
+            within a second is refused for that second. Each refusal is one sentence to
+            the peer. A connection that closes without a word (a health probe) is not a
+            failure.
 
             Examples:
               openssl rand -hex 32 > /etc/loadgen.secret && chmod 600 /etc/loadgen.secret
@@ -36,9 +43,11 @@ struct AgentCommand: AsyncParsableCommand {
               loadgen agent --insecure                     loopback only, for trying things out
               loadgen agent --listen 0.0.0.0:7420 --secret-file s --tls-cert agent.pem --tls-key agent.key --tls-ca ca.pem
 
-            With --tls-cert, --tls-key and --tls-ca the link is mutual TLS: only a coordinator whose certificate the CA
-            signed gets in, and coordinators must give the same three options (their --tls-ca must have signed this
-            agent's certificate, which must name the address coordinators dial in its subjectAltName).
+            With --tls-cert, --tls-key and --tls-ca the link is mutual TLS: only a
+            coordinator whose certificate the CA signed gets in, and coordinators must
+            give the same three options (their --tls-ca must have signed this agent's
+            certificate, which must name the address coordinators dial in its
+            subjectAltName).
             """
     )
 

@@ -208,15 +208,12 @@ public final class AgentSession: Sendable {
     private func clean(_ clean: WireMessage.Clean, context: Context) async {
         let roots = self.configuration.policy.allowedRoots
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<CleanReport, LoadgenError>, Never>) in
-            let thread = Thread {
-                do throws(LoadgenError) {
-                    continuation.resume(returning: .success(try RunCleaner.clean(
-                        target: clean.target, allowedRoots: roots, includeKept: clean.includeKept, dryRun: clean.dryRun)))
-                } catch {
-                    continuation.resume(returning: .failure(error))
-                }
-            }
-            thread.start()
+            Thread {
+                continuation.resume(returning: Result { () throws(LoadgenError) in
+                    try RunCleaner.clean(target: clean.target, allowedRoots: roots, includeKept: clean.includeKept,
+                                         dryRun: clean.dryRun)
+                })
+            }.start()
         }
         let cleaned: WireMessage.Cleaned
         switch result {

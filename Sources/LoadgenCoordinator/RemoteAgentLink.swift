@@ -13,12 +13,9 @@ public final class RemoteAgentLink: AgentLink {
     private let closed: AsyncStream<Void>.Continuation
     private let reason = Locked<String?>(nil)
     private let heardFrom = Locked(false)
-    private let usesTLS: Bool
 
-    init(address: String, inbound: AsyncStream<WireMessage>, channel: any Channel, closed: AsyncStream<Void>.Continuation,
-         usesTLS: Bool) {
+    init(address: String, inbound: AsyncStream<WireMessage>, channel: any Channel, closed: AsyncStream<Void>.Continuation) {
         self.address = address
-        self.usesTLS = usesTLS
         self.inbound = inbound
         self.channel = channel
         self.closed = closed
@@ -87,7 +84,7 @@ public final class RemoteAgentLink: AgentLink {
                 let (inbound, inboundContinuation) = AsyncStream.makeStream(of: WireMessage.self)
                 let (closed, closedContinuation) = AsyncStream.makeStream(of: Void.self)
                 let link = RemoteAgentLink(address: address.description, inbound: inbound, channel: channel.channel,
-                                           closed: closedContinuation, usesTLS: tls != nil)
+                                           closed: closedContinuation)
                 links.append(link)
                 group.addTask {
                     try? await channel.executeThenClose { channelInbound, _ in

@@ -21,7 +21,6 @@ public struct IntervalRecord: Sendable {
     }
 }
 
-/// An agent of a run, as stored when the run starts.
 /// A run the store found left `running` by a coordinator that is gone, now marked aborted.
 public struct AbandonedRun: Sendable, Hashable {
     /// Where one agent's run directory was (on that agent's host), for `loadgen clean`.
@@ -39,6 +38,7 @@ public struct AbandonedRun: Sendable, Hashable {
     public var directories: [Directory]
 }
 
+/// An agent of a run, as stored when the run starts.
 public struct AgentRecord: Sendable {
     public var index: Int
     public var agentID: String

@@ -208,14 +208,9 @@ public final class BlockingHTTPClient {
                 // Only addresses the policy allows are kept (and cached); none left is the policy's refusal.
                 var allowed = found
                 if let policy = self.destinations {
-                    var refusal: String?
-                    allowed = found.filter { entry in
-                        guard let bytes = DestinationCheck.addressBytes(ofSockaddr: entry.address, family: entry.family) else { return false }
-                        guard let why = policy.refusal(host: target.host, address: bytes) else { return true }
-                        refusal = refusal ?? why
-                        return false
-                    }
-                    if allowed.isEmpty { return FetchFailure(.policy, "the agent's policy refuses \(refusal ?? target.host)") }
+                    let verdict = DestinationCheck.allowed(found, host: target.host, policy: policy)
+                    if verdict.allowed.isEmpty { return FetchFailure(.policy, "the agent's policy refuses \(verdict.refusal ?? target.host)") }
+                    allowed = verdict.allowed
                 }
                 addresses = allowed
                 self.resolved[Endpoint(host: target.host, port: target.port)] = allowed
@@ -290,24 +285,9 @@ public final class BlockingHTTPClient {
     }
 
     private static func resolve(_ host: String, port: Int) -> Result<[(family: Int32, address: [UInt8])], FetchFailure> {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_family = AF_UNSPEC
-        var result: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, String(port), &hints, &result)
-        guard status == 0, let first = result else {
-            let text = String(cString: gai_strerror(status))
-            return .failure(FetchFailure(.dns, "resolving \(host) failed: \(text)"))
+        DestinationCheck.lookup(host, port: port).flatMap { found in
+            found.isEmpty ? .failure(FetchFailure(.dns, "\(host) resolves to no address")) : .success(found)
         }
-        defer { freeaddrinfo(result) }
-        var out: [(family: Int32, address: [UInt8])] = []
-        var cursor: UnsafeMutablePointer<addrinfo>? = first
-        while let info = cursor {
-            let bytes = UnsafeRawBufferPointer(start: info.pointee.ai_addr, count: Int(info.pointee.ai_addrlen))
-            out.append((info.pointee.ai_family, Array(bytes)))
-            cursor = info.pointee.ai_next
-        }
-        return out.isEmpty ? .failure(FetchFailure(.dns, "\(host) resolves to no address")) : .success(out)
     }
 
     private static func handshake(fd: Int32, host: String, tls: TLSContext, deadline: UInt64) -> Result<OpaquePointer, FetchFailure> {

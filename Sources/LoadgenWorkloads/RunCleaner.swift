@@ -14,21 +14,8 @@ public enum RunCleaner {
     public static func clean(target: String, allowedRoots: [String]?, includeKept: Bool, dryRun: Bool)
         throws(LoadgenError) -> CleanReport
     {
-        guard let real = realPath(target) else {
-            if errno == ENOENT { throw .usage("The target directory '\(target)' does not exist.") }
-            throw .usage("The target directory '\(target)' cannot be resolved: \(errnoDescription(errno)).")
-        }
-        if let allowedRoots {
-            let roots = allowedRoots.compactMap { realPath($0) }
-            guard roots.contains(where: { isPath(real, under: $0) }) else {
-                throw .policy("The target '\(target)' is outside this agent's allowed roots (\(allowedRoots.joined(separator: ", "))).")
-            }
-        }
-        let targetFD = Glibc.open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard targetFD >= 0 else {
-            if errno == ENOTDIR { throw .usage("The target '\(target)' is not a directory.") }
-            throw .usage("The target directory '\(target)' cannot be opened: \(errnoDescription(errno)).")
-        }
+        // The same checks and the same beneath-the-root open as a run's own directory.
+        let (real, targetFD) = try RunDirectory.openTarget(target, allowedRoots: allowedRoots)
         defer { close(targetFD) }
 
         var report = CleanReport(target: real, dryRun: dryRun)

@@ -35,12 +35,10 @@ public final class RunDirectory: Sendable {
         RunMarker.directoryName(runID: runID, agentID: agentID)
     }
 
-    /// Makes the run directory (and `subdirectories` subdirectories when more than one) under `target`, after
-    /// checking that `target` lies under an allowed root, and probes that a file can be created in it. Nothing is
-    /// left behind when this throws.
-    public static func create(target: String, allowedRoots: [String]?, name: String, subdirectories: Int,
-                              marker: RunMarker? = nil) throws(LoadgenError) -> RunDirectory
-    {
+    /// Resolves `target` to its real path, checks it is a directory under one of `allowedRoots` (nil: anywhere), and
+    /// opens it beneath that root without following a symlink or leaving it (so a link swapped in after the check
+    /// cannot redirect it). Returns the real path and the open descriptor, which the caller closes.
+    static func openTarget(_ target: String, allowedRoots: [String]?) throws(LoadgenError) -> (real: String, fd: Int32) {
         guard let real = realPath(target) else {
             let e = errno
             if e == ENOENT { throw .usage("The target directory '\(target)' does not exist.") }
@@ -69,6 +67,16 @@ public final class RunDirectory: Sendable {
         guard targetFD >= 0 else {
             throw .policy("The target '\(target)' cannot be opened beneath '\(root)' without following a symlink or leaving it: \(errnoDescription(-targetFD)).")
         }
+        return (real, targetFD)
+    }
+
+    /// Makes the run directory (and `subdirectories` subdirectories when more than one) under `target`, after
+    /// checking that `target` lies under an allowed root, and probes that a file can be created in it. Nothing is
+    /// left behind when this throws.
+    public static func create(target: String, allowedRoots: [String]?, name: String, subdirectories: Int,
+                              marker: RunMarker? = nil) throws(LoadgenError) -> RunDirectory
+    {
+        let (real, targetFD) = try Self.openTarget(target, allowedRoots: allowedRoots)
         defer { close(targetFD) }
 
         guard mkdirat(targetFD, name, 0o755) == 0 else {
@@ -119,13 +127,7 @@ public final class RunDirectory: Sendable {
     private static func mark(_ runFD: Int32, with marker: RunMarker) throws(LoadgenError) {
         let text = String(decoding: (try? FrameCodec.makeEncoder().encode(marker)) ?? Data("{}".utf8), as: UTF8.self)
         guard symlinkat(text, runFD, RunMarker.fileName) == 0 else {
-            let e = errno
-            switch e {
-            case EACCES, EPERM: throw .usage("Files cannot be created in the target directory: \(errnoDescription(e)).")
-            case EROFS: throw .usage("The target directory is on a read-only file system.")
-            case ENOSPC, EDQUOT: throw .usage("The target directory has no space left: \(errnoDescription(e)).")
-            default: throw .io("The run's marker cannot be created: \(errnoDescription(e)).")
-            }
+            throw Self.creationError(errno, otherwise: "The run's marker cannot be created")
         }
         // Exclusive where the file system allows it on a directory; shared where it does not (NFS wants a file open
         // for writing for an exclusive lock). Either way `loadgen clean`'s exclusive attempt fails while the run
@@ -150,16 +152,21 @@ public final class RunDirectory: Sendable {
         let name = ".loadgen-probe"
         let fd = lg_create_file(self.descriptor, name, 1)
         guard fd >= 0 else {
-            let e = -fd
-            switch e {
-            case EACCES, EPERM: throw .usage("Files cannot be created in the target directory: \(errnoDescription(e)).")
-            case EROFS: throw .usage("The target directory is on a read-only file system.")
-            case ENOSPC, EDQUOT: throw .usage("The target directory has no space left: \(errnoDescription(e)).")
-            default: throw .io("A probe file cannot be created in '\(self.path)': \(errnoDescription(e)).")
-            }
+            throw Self.creationError(-fd, otherwise: "A probe file cannot be created in '\(self.path)'")
         }
         close(fd)
         unlinkat(self.descriptor, name, 0)
+    }
+
+    /// Why something could not be created in a run directory: the user's problem (permissions, a read-only or full
+    /// file system) as a refusal, anything else as an I/O error starting with `otherwise`.
+    private static func creationError(_ e: Int32, otherwise: String) -> LoadgenError {
+        switch e {
+        case EACCES, EPERM: .usage("Files cannot be created in the target directory: \(errnoDescription(e)).")
+        case EROFS: .usage("The target directory is on a read-only file system.")
+        case ENOSPC, EDQUOT: .usage("The target directory has no space left: \(errnoDescription(e)).")
+        default: .io("\(otherwise): \(errnoDescription(e)).")
+        }
     }
 
     private func makeSubdirectories() throws(LoadgenError) {

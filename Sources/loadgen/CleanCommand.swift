@@ -65,7 +65,8 @@ struct CleanCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var reports: [(host: String, agent: ConnectedAgent?, result: Result<CleanReport, LoadgenError>)] = []
+        // One per host: an agent's, or (nil) this host's.
+        var reports: [(agent: ConnectedAgent?, result: Result<CleanReport, LoadgenError>)] = []
         if self.agents.isRemote {
             let addresses = try self.agents.addresses()
             let configuration = CoordinatorConfiguration(loadgenVersion: Loadgen.version, host: HostEnvironment.hostName,
@@ -78,7 +79,7 @@ struct CleanCommand: AsyncParsableCommand {
                     return try await session.clean(request)
                 }
             }
-            reports = results.map { ("agent \($0.agent.agentID) (\($0.agent.address))", $0.agent, $0.result) }
+            reports = results.map { ($0.agent, $0.result) }
             // One refusal for everyone (the same bad target everywhere) is the request's fault: say it once, exit 2.
             let refusals = results.compactMap { result -> LoadgenError? in
                 if case .failure(let error) = result.result, error.isRefusal { return error }
@@ -88,7 +89,7 @@ struct CleanCommand: AsyncParsableCommand {
         } else {
             // Here, as the user: the file system's permissions are the only bound.
             let report = try RunCleaner.clean(target: self.target, allowedRoots: nil, includeKept: self.kept, dryRun: self.dryRun)
-            reports = [(HostEnvironment.hostName, nil, .success(report))]
+            reports = [(nil, .success(report))]
         }
         if self.json {
             let encoder = FrameCodec.makeEncoder()
@@ -102,7 +103,7 @@ struct CleanCommand: AsyncParsableCommand {
                 var error: String?
             }
             let rows = reports.map { entry in
-                var row = HostReport(host: entry.agent?.host ?? entry.host, agentID: entry.agent?.agentID,
+                var row = HostReport(host: entry.agent?.host ?? HostEnvironment.hostName, agentID: entry.agent?.agentID,
                                      address: entry.agent?.address)
                 switch entry.result {
                 case .success(let report): row.report = report
@@ -113,7 +114,8 @@ struct CleanCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(try encoder.encode(rows) + Data("\n".utf8))
         } else {
             for entry in reports {
-                print(Self.render(entry.result, host: reports.count > 1 || self.agents.isRemote ? entry.host : nil))
+                // Reports from agents say whose they are; a clean here needs no name.
+                print(Self.render(entry.result, host: entry.agent.map { "agent \($0.agentID) (\($0.address))" }))
             }
         }
         let failed = reports.contains { entry in

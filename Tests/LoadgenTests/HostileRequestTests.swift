@@ -110,7 +110,6 @@ struct HostileRequestTests {
             (Self.fetch(#","duration_nanos":36000000000000"#), "(--max-duration)"),
             (Self.with(f, "repeat_count", "0"), "--repeat must be at least 1"),
         ]
-        #expect(cases.count >= 20)
         let policy = AgentPolicy(allowedRoots: [root], maxFiles: 1000, maxWorkers: 8, maxDurationNanos: 60_000_000_000, maxRate: 1000)
         try await LiveAgents.with(count: 1, policy: policy) { addresses in
             for (body, words) in cases {
@@ -172,7 +171,6 @@ struct HostileRequestTests {
             root + "/nonexistent", "/", "/etc", "/proc/self/cwd", "/dev/shm/../etc", "relative/dir", "~", "",
             root + "/\n/../..",
         ]
-        #expect(targets.count >= 15)
         let policy = AgentPolicy(allowedRoots: [root])
         try await LiveAgents.with(count: 1, policy: policy) { addresses in
             for (index, target) in targets.enumerated() {

@@ -122,6 +122,10 @@ struct PercentileReader {
     var taken = false
     var previous: UInt64 = 0
     var unordered = false
+    /// The sum of value × count so far; past half of what 64 bits hold, iterating the histogram (which sums the
+    /// buckets' highest equivalent values, slightly above these) would overflow, so such counts are refused.
+    var volume: UInt64 = 0
+    var tooLarge = false
 
     init(min: UInt64, max: UInt64, total: UInt64, percentiles: [Double]) {
         self.min = min
@@ -138,7 +142,12 @@ struct PercentileReader {
         if self.taken, value <= self.previous { self.unordered = true }
         self.taken = true
         self.previous = value
-        self.seen &+= count
+        let (seen, countOverflow) = self.seen.addingReportingOverflow(count)
+        let (product, productOverflow) = value.multipliedReportingOverflow(by: count)
+        let (volume, volumeOverflow) = self.volume.addingReportingOverflow(product)
+        if countOverflow || productOverflow || volumeOverflow || volume > UInt64.max >> 1 { self.tooLarge = true }
+        self.seen = seen
+        self.volume = volume
         if self.seen >= self.nextThreshold { self.cross(value) }
     }
 
@@ -157,6 +166,9 @@ struct PercentileReader {
             return .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
         }
         if self.unordered { return .protocolViolation("Latency histogram buckets must be in ascending order.") }
+        if self.tooLarge {
+            return .protocolViolation("A latency histogram's counts are too large: its values, each times its count, add up past what 64 bits hold.")
+        }
         if expectedTotal > 0, self.seen != expectedTotal {
             return .protocolViolation("A latency histogram holds \(self.seen) values where \(expectedTotal) were reported.")
         }

@@ -61,8 +61,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         guard let message = try? FrameCodec.decodeBody(bytes) else { return }
         Self.checkRoundTrip(message)
         if case .interval(let interval) = message, let tally = try? interval.tally() {
-            // A histogram that decoded is well formed: its count is what it holds.
-            precondition(tally.latency.totalCount >= 0)
+            // A histogram that decoded is well formed: made sparse again and decoded, it holds as many values.
+            let again = try? SparseHistogram(tally.latency).histogram()
+            precondition(again?.totalCount == tally.latency.totalCount, "a histogram lost values through the sparse form")
         }
     }
 

@@ -37,4 +37,30 @@ struct FuzzReplayTests {
             #expect(throws: Never.self) { try request.validate() }
         }
     }
+
+    /// The first thing the fuzzers' round-trip check found: an interval whose histogram counts, each times its value,
+    /// add up past 64 bits decoded, and then crashed whoever iterated the histogram (making it sparse again, as an
+    /// agent does before forwarding a worker process's interval). Both decoders now refuse it, leaving no trace.
+    @Test func aHistogramTooLargeToIterateIsRefusedByBothDecoders() throws {
+        let url = Self.root.appendingPathComponent("crashes/messages/histogram-volume-overflow")
+        guard case .interval(let interval) = try FrameCodec.decodeBody(Array(try Data(contentsOf: url))) else {
+            Issue.record("the reproducer is not an interval")
+            return
+        }
+        do {
+            _ = try interval.tally()
+            Issue.record("a histogram too large to iterate was decoded")
+        } catch {
+            #expect(error.message.contains("counts are too large"), "\(error.message)")
+        }
+        var counts = LatencyCounts()
+        do {
+            try counts.add(interval.latency)
+            Issue.record("a histogram too large to iterate was merged")
+        } catch {
+            #expect(error.message.contains("counts are too large"), "\(error.message)")
+        }
+        #expect(counts.total == 0)
+    }
 }
+

@@ -50,7 +50,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         for piece in Self.pieces(data) {
             decoder.append(piece)
             do {
-                while let message = try decoder.nextMessage() { Self.checkRoundTrip(message) }
+                while let message = try decoder.nextMessage() { Self.check(message) }
             } catch {
                 return
             }
@@ -59,6 +59,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     static func messages(_ bytes: [UInt8]) {
         guard let message = try? FrameCodec.decodeBody(bytes) else { return }
+        Self.check(message)
+    }
+
+    /// What a decoded message must satisfy: it round-trips, and an interval's histogram, if it decodes, can be used.
+    static func check(_ message: WireMessage) {
         Self.checkRoundTrip(message)
         if case .interval(let interval) = message, let tally = try? interval.tally() {
             // A histogram that decoded is well formed: made sparse again and decoded, it holds as many values.

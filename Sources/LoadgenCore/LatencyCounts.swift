@@ -15,13 +15,44 @@ public struct LatencyCounts: Sendable {
     static let leadingZeroCountBase = 64 - (subBucketHalfCountMagnitude + 1)
     static let length = index(of: LatencyHistogram.highestLatencyNanos) + 1
 
-    private var counts: [UInt64]
+    /// The counters from index `base` on: only the window the values seen so far span (latencies of one run
+    /// cover a few powers of two, a few thousand of the layout's 33,792 counters), so a coordinator holding a sum
+    /// per agent and phase for a thousand agents holds megabytes, not the quarter of a gigabyte full layouts took.
+    private var counts: [UInt64] = []
+    private var base = 0
     public private(set) var total: UInt64 = 0
     public private(set) var min: UInt64 = .max
     public private(set) var max: UInt64 = 0
 
-    public init() {
-        self.counts = Array(repeating: 0, count: Self.length)
+    public init() {}
+
+    /// Counters held (the window's width), for memory checks.
+    public var heldCounters: Int { self.counts.count }
+
+    /// Widens the window to hold the counters `low...high`, in steps of 1024 (half a power of two).
+    private mutating func cover(_ low: Int, _ high: Int) {
+        let step = Self.subBucketHalfCount
+        let currentEnd = self.base + self.counts.count
+        let wantLow = Swift.max(0, (self.counts.isEmpty ? low : Swift.min(low, self.base)) / step * step)
+        let wantEnd = Swift.min(Self.length, ((self.counts.isEmpty ? high : Swift.max(high, currentEnd - 1)) / step + 1) * step)
+        guard self.counts.isEmpty || wantLow < self.base || wantEnd > currentEnd else { return }
+        var widened = [UInt64](repeating: 0, count: wantEnd - wantLow)
+        if !self.counts.isEmpty {
+            let offset = self.base - wantLow
+            widened.withUnsafeMutableBufferPointer { out in
+                self.counts.withUnsafeBufferPointer { old in
+                    for i in 0..<old.count { out[offset + i] = old[i] }
+                }
+            }
+        }
+        self.counts = widened
+        self.base = wantLow
+    }
+
+    @inline(__always)
+    static func clampedIndex(_ value: UInt64) -> Int {
+        let top = LatencyHistogram.highestLatencyNanos
+        return index(of: value < top ? value : top)
     }
 
     /// The counter a value falls in (`Histogram.countsIndexForValue` for this layout).
@@ -55,19 +86,23 @@ public struct LatencyCounts: Sendable {
         throws(LoadgenError) -> [UInt64]
     {
         let total = expectedTotal > 0 || percentiles.isEmpty ? expectedTotal : sparse.totalCount
-        var reader = PercentileReader(min: sparse.min, max: sparse.max, total: total, percentiles: percentiles)
-        let ok = self.counts.withUnsafeMutableBufferPointer { counts -> Bool in
-            var sink = CountsSink(counts: counts, reader: reader)
-            defer { reader = sink.reader }
-            return sparse.forEachBucket(into: &sink)
+        // The window is widened first to what the histogram says it spans; a bucket outside that (a sender's min
+        // or max that is off) widens it on a second pass.
+        if sparse.max >= sparse.min, !sparse.isEmpty {
+            self.cover(Self.clampedIndex(sparse.min), Self.clampedIndex(sparse.max))
         }
-        if let refusal = reader.refusal(decoded: ok, expectedTotal: expectedTotal) {
+        var reader = PercentileReader(min: sparse.min, max: sparse.max, total: total, percentiles: percentiles)
+        var pass = self.stream(sparse, reader: reader)
+        if pass.outside {
+            self.undo(sparse)
+            self.cover(pass.lowest, pass.highest)
+            pass = self.stream(sparse, reader: reader)
+        }
+        reader = pass.reader
+        if let refusal = reader.refusal(decoded: pass.ok, expectedTotal: expectedTotal) {
             // The buckets went straight into the counters: take back what was added. The same pairs stream again, up
             // to the same point, so a refused histogram leaves no trace.
-            self.counts.withUnsafeMutableBufferPointer { counts in
-                var undo = UndoSink(counts: counts)
-                _ = sparse.forEachBucket(into: &undo)
-            }
+            self.undo(sparse)
             throw refusal
         }
         if reader.seen > 0 {
@@ -78,12 +113,34 @@ public struct LatencyCounts: Sendable {
         return reader.finish()
     }
 
+    private mutating func stream(_ sparse: SparseHistogram, reader: PercentileReader)
+        -> (ok: Bool, reader: PercentileReader, outside: Bool, lowest: Int, highest: Int)
+    {
+        let base = self.base
+        return self.counts.withUnsafeMutableBufferPointer { counts in
+            var sink = CountsSink(counts: counts, base: base, reader: reader)
+            let ok = sparse.forEachBucket(into: &sink)
+            return (ok, sink.reader, sink.outside, sink.lowest, sink.highest)
+        }
+    }
+
+    /// Takes back what ``stream(_:reader:)`` added (the buckets inside the window).
+    private mutating func undo(_ sparse: SparseHistogram) {
+        let base = self.base
+        self.counts.withUnsafeMutableBufferPointer { counts in
+            var undo = UndoSink(counts: counts, base: base)
+            _ = sparse.forEachBucket(into: &undo)
+        }
+    }
+
     /// Adds another running sum.
     public mutating func add(_ other: LatencyCounts) {
-        guard other.total > 0 else { return }
+        guard other.total > 0, !other.counts.isEmpty else { return }
+        self.cover(other.base, other.base + other.counts.count - 1)
+        let offset = other.base - self.base
         self.counts.withUnsafeMutableBufferPointer { mine in
             other.counts.withUnsafeBufferPointer { theirs in
-                for i in 0..<mine.count { mine[i] &+= theirs[i] }
+                for i in 0..<theirs.count { mine[offset + i] &+= theirs[i] }
             }
         }
         self.total &+= other.total
@@ -96,7 +153,7 @@ public struct LatencyCounts: Sendable {
         var values: [UInt64] = []
         var counts: [UInt64] = []
         for (index, count) in self.counts.enumerated() where count > 0 {
-            values.append(Self.highestValue(at: index))
+            values.append(Self.highestValue(at: self.base + index))
             counts.append(count)
         }
         return SparseHistogram(values: values, counts: counts, min: self.total > 0 ? self.min : 0, max: self.max)
@@ -163,7 +220,7 @@ struct PercentileReader {
     /// `expectedTotal` (when that is known); nil when they can.
     func refusal(decoded: Bool, expectedTotal: UInt64) -> LoadgenError? {
         if !decoded {
-            return .protocolViolation("A latency histogram's buckets are not base64 of ascending (value delta, count) varint pairs.")
+            return .protocolViolation("A latency histogram's buckets are not whole, ascending (value delta, count) pairs.")
         }
         if self.unordered { return .protocolViolation("Latency histogram buckets must be in ascending order.") }
         if self.tooLarge {
@@ -184,15 +241,27 @@ struct PercentileReader {
     }
 }
 
-/// Adds decoded buckets straight into the counters and reads percentiles on the way.
+/// Adds decoded buckets straight into the counters (a window from `base`) and reads percentiles on the way; a
+/// bucket outside the window is noted, not added.
 private struct CountsSink: BucketSink {
     let counts: UnsafeMutableBufferPointer<UInt64>
+    let base: Int
     var reader: PercentileReader
+    var outside = false
+    var lowest = Int.max
+    var highest = 0
 
     @inline(__always)
     mutating func take(_ value: UInt64, _ count: UInt64) {
-        let top = LatencyHistogram.highestLatencyNanos
-        self.counts[LatencyCounts.index(of: value < top ? value : top)] &+= count
+        let index = LatencyCounts.clampedIndex(value)
+        self.lowest = Swift.min(self.lowest, index)
+        self.highest = Swift.max(self.highest, index)
+        let slot = index &- self.base
+        if slot >= 0, slot < self.counts.count {
+            self.counts[slot] &+= count
+        } else {
+            self.outside = true
+        }
         self.reader.take(value, count)
     }
 }
@@ -200,9 +269,10 @@ private struct CountsSink: BucketSink {
 /// Takes back what ``CountsSink`` added, bucket for bucket.
 private struct UndoSink: BucketSink {
     let counts: UnsafeMutableBufferPointer<UInt64>
+    let base: Int
 
     mutating func take(_ value: UInt64, _ count: UInt64) {
-        let top = LatencyHistogram.highestLatencyNanos
-        self.counts[LatencyCounts.index(of: value < top ? value : top)] &-= count
+        let slot = LatencyCounts.clampedIndex(value) &- self.base
+        if slot >= 0, slot < self.counts.count { self.counts[slot] &-= count }
     }
 }

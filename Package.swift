@@ -34,11 +34,14 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Exact: the committed Sources/LoadgenCore/Generated code was made by this version's plugin.
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
     ],
     targets: [
         .target(name: "CLoadgen"),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen"], swiftSettings: swiftSettings),
+        .target(name: "LoadgenCore", dependencies: [histogram, "CLoadgen", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                swiftSettings: swiftSettings),
         // Fuzz targets over LoadgenCore's decoders and parsers; `loadgen-fuzz` runs one under libFuzzer
         // (deploy/fuzz/run.sh), the tests replay Tests/Fuzz/ through them.
         .target(name: "LoadgenFuzz", dependencies: ["LoadgenCore"], swiftSettings: swiftSettings),

@@ -1,11 +1,13 @@
 import Foundation
 
 /// Frames on every loadgen byte stream (TCP between coordinator and agents, pipes between an agent and its worker
-/// processes): a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding one ``WireMessage``.
+/// processes): a 4-byte big-endian length, then that many bytes of body holding one ``WireMessage``. Interval reports
+/// and heartbeats, nearly all of a big run's traffic, travel as protobuf (`schemas/wire/frames.proto`); the rest as
+/// UTF-8 JSON (`schemas/wire/messages.schema.json`), whose first byte is always `{`.
 ///
-///     +--------+--------+--------+--------+--------------------------+
-///     |    length (UInt32, big-endian)    |  JSON body (length bytes) |
-///     +--------+--------+--------+--------+--------------------------+
+///     +--------+--------+--------+--------+--------------------------------------------+
+///     |    length (UInt32, big-endian)    |  body: '{' JSON object, or a BinaryFrame   |
+///     +--------+--------+--------+--------+--------------------------------------------+
 ///
 /// The length is checked against ``maxFrameBytes`` as soon as its four bytes arrive, before anything is allocated
 /// for the body, so a hostile length cannot make a peer reserve memory.
@@ -15,19 +17,18 @@ public enum FrameCodec {
 
     /// Encodes one message as a whole frame.
     public static func encode(_ message: WireMessage) throws(LoadgenError) -> [UInt8] {
-        // Heartbeats are most of the frames a big cluster exchanges (two per agent per second each way): they skip
-        // the JSON machinery; the bytes are exactly what the encoder would write.
-        if case .heartbeat(let beat) = message {
-            let body = Array(#"{"seq":\#(beat.seq),"type":"heartbeat"}"#.utf8)
-            return [UInt8(body.count >> 24), UInt8(body.count >> 16 & 0xff), UInt8(body.count >> 8 & 0xff),
-                    UInt8(body.count & 0xff)] + body
-        }
+        if let body = try BinaryFrames.body(message) { return try Self.frame(body, message) }
         let body: Data
         do {
             body = try sharedEncoder.encode(message)
         } catch {
             throw .protocolViolation("A \(message.kind.rawValue) message could not be encoded: \(error).")
         }
+        return try Self.frame(body, message)
+    }
+
+    private static func frame<Body: Collection>(_ body: Body, _ message: WireMessage) throws(LoadgenError) -> [UInt8]
+    where Body.Element == UInt8 {
         guard body.count <= maxFrameBytes else {
             throw .protocolViolation("A \(message.kind.rawValue) message of \(body.count) bytes is over the frame limit of \(maxFrameBytes) bytes.")
         }
@@ -45,10 +46,24 @@ public enum FrameCodec {
     /// Decodes one frame body into a message, naming what was wrong.
     public static func decodeBody<Bytes: Collection>(_ body: Bytes) throws(LoadgenError) -> WireMessage
     where Bytes.Element == UInt8 {
-        if let beat = Self.heartbeat(in: body) { return .heartbeat(.init(seq: beat)) }
+        guard let first = body.first else { throw .protocolViolation("A frame is empty: it holds no message.") }
+        if first != UInt8(ascii: "{") {
+            // Decoded in place where the bytes are contiguous (a frame decoder's buffer, a ByteBuffer's view).
+            var decoded: Result<WireMessage, LoadgenError>? = body.withContiguousStorageIfAvailable { bytes in
+                Result { () throws(LoadgenError) in try BinaryFrames.decode(UnsafeRawBufferPointer(bytes)) }
+            }
+            if decoded == nil {
+                decoded = Array(body).withUnsafeBytes { bytes in
+                    Result { () throws(LoadgenError) in try BinaryFrames.decode(bytes) }
+                }
+            }
+            return try decoded!.get()
+        }
         do {
             let message = try sharedDecoder.decode(WireMessage.self, from: Data(body))
             switch message {
+            case .interval, .heartbeat:
+                throw LoadgenError.protocolViolation("A \(message.kind.rawValue) message arrived as JSON: since protocol 4 it travels as a binary frame (schemas/wire/frames.proto).")
             case .prepare, .work:
                 // What an agent is told to run is never partly ignored: a field it does not know is refused.
                 try Self.refuseUnknownFields(in: body, decoded: message)
@@ -69,24 +84,6 @@ public enum FrameCodec {
         } catch {
             throw .protocolViolation("A frame could not be decoded: \(error).")
         }
-    }
-
-    /// The sequence number of a heartbeat body in exactly the form ``encode(_:)`` writes, else nil (and the general
-    /// decoder handles it).
-    static func heartbeat<Bytes: Collection>(in body: Bytes) -> Int? where Bytes.Element == UInt8 {
-        let prefix = Array(#"{"seq":"#.utf8)
-        let suffix = Array(#","type":"heartbeat"}"#.utf8)
-        guard body.count > prefix.count + suffix.count, body.count <= prefix.count + suffix.count + 18,
-              body.starts(with: prefix), body.reversed().starts(with: suffix.reversed())
-        else { return nil }
-        var value = 0
-        var digits = 0
-        for byte in body.dropFirst(prefix.count).dropLast(suffix.count) {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 18 else { return nil }
-            value = value * 10 + Int(byte - UInt8(ascii: "0"))
-            digits += 1
-        }
-        return digits > 0 ? value : nil
     }
 
     /// Throws naming the first field of `body` that decoding dropped: one the decoded message, encoded again, lacks

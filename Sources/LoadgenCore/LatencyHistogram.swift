@@ -71,9 +71,12 @@ public struct LatencySummary: Hashable, Sendable, Codable {
 public struct SparseHistogram: Hashable, Sendable, Codable {
     /// The buckets as arrays (made from a dense histogram), or nil when only their encoding is held.
     private var arrays: Buckets?
-    /// The encoding as received, parsed only when needed: a coordinator streams it straight into its per-agent
-    /// counts (``LatencyCounts/add(_:percentiles:expectedTotal:)``) and stores it as it came.
+    /// The text encoding as stored, parsed only when needed.
     private var encoded: String?
+    /// The binary frame's packed (value delta, count) pairs as received (``init(pairs:min:max:)``), read only when
+    /// needed: a coordinator streams them straight into its per-agent counts
+    /// (``LatencyCounts/add(_:percentiles:expectedTotal:)``) and an agent forwards them as they came.
+    private var pairs: [UInt64]?
     public var min: UInt64
     public var max: UInt64
 
@@ -88,6 +91,30 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         self.encoded = nil
         self.min = min
         self.max = max
+    }
+
+    /// A histogram as the binary frames carry it: each bucket's value as its distance from the previous one (the
+    /// first from 0), interleaved with its count. Checked when read, as the text form is.
+    public init(pairs: [UInt64], min: UInt64, max: UInt64) {
+        self.arrays = nil
+        self.pairs = pairs
+        self.min = min
+        self.max = max
+    }
+
+    /// The (value delta, count) pairs the binary frames carry: as received, or made from the buckets.
+    public var deltaPairs: [UInt64] {
+        if let pairs { return pairs }
+        let buckets = self.buckets
+        var out = [UInt64]()
+        out.reserveCapacity(2 * buckets.values.count)
+        var previous: UInt64 = 0
+        for i in buckets.values.indices {
+            out.append(buckets.values[i] &- previous)
+            out.append(buckets.counts[i])
+            previous = buckets.values[i]
+        }
+        return out
     }
 
     public init(_ histogram: LatencyHistogram) {
@@ -110,8 +137,18 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
 
     private var buckets: Buckets {
         if let arrays { return arrays }
-        guard let encoded, let parsed = Self.parseBuckets(encoded) else { return Buckets(values: [], counts: []) }
-        return Buckets(values: parsed.values, counts: parsed.counts)
+        var values: [UInt64] = []
+        var counts: [UInt64] = []
+        if let pairs {
+            values.reserveCapacity(pairs.count / 2)
+            counts.reserveCapacity(pairs.count / 2)
+        }
+        var sink = ClosureSink { value, count in
+            values.append(value)
+            counts.append(count)
+        }
+        guard self.forEachBucket(into: &sink) else { return Buckets(values: [], counts: []) }
+        return Buckets(values: values, counts: counts)
     }
 
     public static func == (a: SparseHistogram, b: SparseHistogram) -> Bool {
@@ -124,7 +161,11 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         hasher.combine(self.max)
     }
 
-    public var isEmpty: Bool { self.arrays.map { $0.values.isEmpty } ?? (self.encoded?.isEmpty ?? true) }
+    public var isEmpty: Bool {
+        if let arrays { return arrays.values.isEmpty }
+        if let pairs { return pairs.isEmpty }
+        return self.encoded?.isEmpty ?? true
+    }
 
     public var bucketCount: Int { self.values.count }
 
@@ -201,8 +242,29 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
             for i in arrays.values.indices { sink.take(arrays.values[i], arrays.counts[i]) }
             return true
         }
+        if let pairs = self.pairs { return Self.stream(pairs: pairs, into: &sink) }
         guard let encoded = self.encoded else { return true }
         return Self.stream(encoded, into: &sink)
+    }
+
+    /// Streams packed (value delta, count) pairs, under the text form's rules: whole pairs, values ascending
+    /// strictly after the first, no overflow. False (pairs up to the bad one delivered) when they break one.
+    @inline(__always)
+    static func stream<Sink: BucketSink>(pairs: [UInt64], into sink: inout Sink) -> Bool {
+        guard pairs.count % 2 == 0 else { return false }
+        return pairs.withUnsafeBufferPointer { pairs -> Bool in
+            var previous: UInt64 = 0
+            var i = 0
+            while i < pairs.count {
+                let delta = pairs[i]
+                let (value, overflow) = previous.addingReportingOverflow(delta)
+                if overflow || (i > 0 && delta == 0) { return false }
+                sink.take(value, pairs[i + 1])
+                previous = value
+                i += 2
+            }
+            return true
+        }
     }
 
     private enum CodingKeys: String, CodingKey { case buckets, min, max }
@@ -216,6 +278,7 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         }
         self.arrays = nil
         self.encoded = text
+        self.pairs = nil
         self.min = try container.decode(UInt64.self, forKey: .min)
         self.max = try container.decode(UInt64.self, forKey: .max)
     }
@@ -253,6 +316,61 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         if let refusal = sink.reader.refusal(decoded: decoded, expectedTotal: 0) { throw refusal }
         return sink.histogram
     }
+}
+
+extension SparseHistogram {
+    /// Checks the buckets as a coordinator would (whole pairs, ascending, within 64 bits, and adding up to
+    /// `expectedTotal` when that is nonzero) without building anything.
+    public func validate(expectedTotal: UInt64 = 0) throws(LoadgenError) {
+        var sink = ReaderSink(reader: PercentileReader(min: self.min, max: self.max, total: expectedTotal, percentiles: []))
+        let decoded = self.forEachBucket(into: &sink)
+        if let refusal = sink.reader.refusal(decoded: decoded, expectedTotal: expectedTotal) { throw refusal }
+    }
+
+    /// The exact sum of sparse histograms of the one layout, without a dense round trip: the same bucket has the same
+    /// value in every one, so buckets of equal value add. One histogram comes back as it is. Each must be valid
+    /// (``validate(expectedTotal:)``).
+    public static func merged(_ parts: [SparseHistogram]) -> SparseHistogram {
+        let parts = parts.filter { !$0.isEmpty }
+        guard parts.count > 1 else { return parts.first ?? SparseHistogram() }
+        var values = parts[0].values
+        var counts = parts[0].counts
+        for part in parts.dropFirst() {
+            let (otherValues, otherCounts) = (part.values, part.counts)
+            var mergedValues: [UInt64] = []
+            var mergedCounts: [UInt64] = []
+            mergedValues.reserveCapacity(values.count + otherValues.count)
+            mergedCounts.reserveCapacity(values.count + otherValues.count)
+            var i = 0
+            var j = 0
+            while i < values.count || j < otherValues.count {
+                if j == otherValues.count || (i < values.count && values[i] < otherValues[j]) {
+                    mergedValues.append(values[i])
+                    mergedCounts.append(counts[i])
+                    i += 1
+                } else if i == values.count || otherValues[j] < values[i] {
+                    mergedValues.append(otherValues[j])
+                    mergedCounts.append(otherCounts[j])
+                    j += 1
+                } else {
+                    mergedValues.append(values[i])
+                    mergedCounts.append(counts[i] &+ otherCounts[j])
+                    i += 1
+                    j += 1
+                }
+            }
+            values = mergedValues
+            counts = mergedCounts
+        }
+        return SparseHistogram(values: values, counts: counts, min: parts.map(\.min).min()!, max: parts.map(\.max).max()!)
+    }
+}
+
+private struct ReaderSink: BucketSink {
+    var reader: PercentileReader
+
+    @inline(__always)
+    mutating func take(_ value: UInt64, _ count: UInt64) { self.reader.take(value, count) }
 }
 
 /// Builds a dense histogram from ascending buckets: holds back the latest bucket (the last one gets the exact

@@ -45,7 +45,7 @@ public enum WireMessage: Sendable, Hashable {
     case failure(Failure)
 
     /// The version of this protocol; a peer speaking another is refused at the handshake.
-    public static let protocolVersion = 3
+    public static let protocolVersion = 4
 
     /// The `type` field of each case.
     public enum Kind: String, CaseIterable, Sendable, Codable {
@@ -53,6 +53,11 @@ public enum WireMessage: Sendable, Hashable {
         case phaseDone = "phase_done"
         case finish, finished, closed, clean, cleaned, heartbeat, abort
         case failure = "error"
+
+        /// How each kind travels since protocol 4: interval reports and heartbeats, nearly all of a big run's frames,
+        /// as protobuf (`schemas/wire/frames.proto`); the handshake and the rare control messages as JSON
+        /// (`schemas/wire/messages.schema.json`), so captures of them stay readable.
+        public var travelsAsJSON: Bool { self != .interval && self != .heartbeat }
     }
 
     public var kind: Kind {
@@ -286,6 +291,24 @@ extension WireMessage {
             self.statusClasses = tally.statusClasses.allSatisfy { $0 == 0 } ? nil : tally.statusClasses
             self.redirects = tally.redirects == 0 ? nil : tally.redirects
             self.targets = tally.targets.isEmpty ? nil : tally.targets
+        }
+
+        public init(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64, ops: UInt64, bytes: UInt64,
+                    errors: ErrorCounts, errorSamples: [String: String], latency: SparseHistogram, latencySumNanos: UInt64,
+                    statusClasses: [UInt64]?, redirects: UInt64?, targets: [TargetTally]?) {
+            self.runID = runID
+            self.phase = phase
+            self.seq = seq
+            self.elapsedNanos = elapsedNanos
+            self.ops = ops
+            self.bytes = bytes
+            self.errors = errors
+            self.errorSamples = errorSamples
+            self.latency = latency
+            self.latencySumNanos = latencySumNanos
+            self.statusClasses = statusClasses
+            self.redirects = redirects
+            self.targets = targets
         }
 
         /// The interval as a tally, for merging; a malformed histogram is refused.

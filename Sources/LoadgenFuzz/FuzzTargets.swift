@@ -8,7 +8,7 @@ import LoadgenCore
 public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The frame decoder: length prefixes and bodies arriving in arbitrary pieces.
     case frames
-    /// The wire messages' decoder (JSON bodies, histograms in intervals).
+    /// The wire messages' decoder (JSON bodies, and the binary frames of intervals with their histograms).
     case messages
     /// The HTTP/1.1 response parser, fed in arbitrary pieces.
     case http

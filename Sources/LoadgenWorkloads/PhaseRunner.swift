@@ -35,10 +35,10 @@ public struct PhaseRunner: Sendable {
                     if due > now {
                         do { try await Task.sleep(for: .nanoseconds(Int64(due - now))) } catch { break }
                     }
-                    let tally = mailbox.take()
-                    totals.add(tally)
+                    let handed = mailbox.takeHanded()
+                    totals.add(handed.tally)
                     await emit(.interval(.init(runID: runID, phase: phase, seq: seq,
-                                               elapsedNanos: MonotonicClock.nowNanos() &- startAtNanos, tally: tally)))
+                                               elapsedNanos: MonotonicClock.nowNanos() &- startAtNanos, handed: handed)))
                     seq += 1
                 }
                 return seq
@@ -57,9 +57,9 @@ public struct PhaseRunner: Sendable {
         // The phase lasts until its slowest worker finished, plus the finishing step (a final sync): the time
         // spent stopping the reporter is bookkeeping, not the workload's.
         let duration = lastDone &+ (end &- finishStart)
-        let last = mailbox.take()
-        totals.add(last)
-        await emit(.interval(.init(runID: runID, phase: phase, seq: nextSeq, elapsedNanos: duration, tally: last)))
+        let last = mailbox.takeHanded()
+        totals.add(last.tally)
+        await emit(.interval(.init(runID: runID, phase: phase, seq: nextSeq, elapsedNanos: duration, handed: last)))
         let sums = totals.value
         var status = RunStatus.completed
         var message: String?
@@ -98,4 +98,15 @@ private final class Totals: Sendable {
     }
 
     var value: Sums { self.sums.withLock { $0 } }
+}
+
+extension WireMessage.Interval {
+    /// An interval of what was handed over: the threads' dense histogram made sparse, summed with the worker
+    /// processes' sparse ones as they came (one of them alone is forwarded untouched).
+    init(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64, handed: TallyMailbox.Handed) {
+        self.init(runID: runID, phase: phase, seq: seq, elapsedNanos: elapsedNanos, tally: handed.tally)
+        if !handed.sparse.isEmpty {
+            self.latency = SparseHistogram.merged([self.latency] + handed.sparse)
+        }
+    }
 }

@@ -154,25 +154,49 @@ extension Tally {
 /// The in-process sink: hand-overs merge into one pending tally that the reporter takes each interval.
 /// The lock is taken once per worker per tick, never per operation.
 public final class TallyMailbox: TallySink {
-    private let pending: Mutex<Tally>
+    /// What was handed over: counters and a dense histogram from threads in this process, plus the sparse
+    /// histograms worker processes sent, kept as they came.
+    public struct Handed: Sendable {
+        public var tally: Tally
+        public var sparse: [SparseHistogram] = []
+    }
+
+    private let pending: Mutex<Handed>
     private let targetCount: Int
 
     public init(targetCount: Int = 0) {
         self.targetCount = targetCount
-        self.pending = Mutex(Tally(targetCount: targetCount))
+        self.pending = Mutex(Handed(tally: Tally(targetCount: targetCount)))
+    }
+
+    /// A worker process's interval: its counters, and its latency histogram in the sparse form it came in (already
+    /// validated), which goes on to the coordinator without being made dense.
+    public func handOver(counters: Tally, latency: SparseHistogram) {
+        self.pending.withLock { pending in
+            pending.tally.merge(counters)
+            if !latency.isEmpty { pending.sparse.append(latency) }
+        }
     }
 
     public func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
         guard !tally.isEmpty || !latencies.isEmpty else { return }
         self.pending.withLock { pending in
-            pending.merge(tally)
-            for nanos in latencies { pending.latency.recordLatency(nanos) }
+            pending.tally.merge(tally)
+            for nanos in latencies { pending.tally.latency.recordLatency(nanos) }
         }
     }
 
-    /// Everything handed over since the last call.
+    /// Everything handed over since the last call, as one tally (tests; a dense histogram).
     public func take() -> Tally {
-        let fresh = Tally(targetCount: self.targetCount)
+        let handed = self.takeHanded()
+        var tally = handed.tally
+        for part in handed.sparse { if let dense = try? part.histogram() { tally.latency.add(dense) } }
+        return tally
+    }
+
+    /// Everything handed over since the last call, as it was handed.
+    public func takeHanded() -> Handed {
+        let fresh = Handed(tally: Tally(targetCount: self.targetCount))
         return self.pending.withLock { pending in
             let taken = pending
             pending = fresh

@@ -164,12 +164,14 @@ public final class WorkerProcessPool: PhaseExecutor {
             case .refused(let refused):
             self.state.withLock { if $0.prepareFailure == nil { $0.prepareFailure = LoadgenError(refused.code, refused.message) } }
             case .interval(let interval):
-            guard let tally = try? interval.tally() else { return false }
+            // The counters merge; the histogram goes on sparse, as it came (checked, never made dense here).
+            guard let counters = try? interval.counters(), (try? interval.latency.validate(expectedTotal: interval.ops)) != nil
+            else { return false }
             let mailbox = self.state.withLock { state in
-                state.children[index].opsThisPhase &+= tally.ops
+                state.children[index].opsThisPhase &+= counters.ops
                 return state.phase?.mailbox
             }
-            mailbox?.handOver(tally)
+            mailbox?.handOver(counters: counters, latency: interval.latency)
         case .phaseDone(let done):
             self.state.withLock { state in
                 guard let phase = state.phase else { return }

@@ -45,7 +45,7 @@ struct FakeAgents: AsyncParsableCommand {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .bind(host: "127.0.0.1", port: 0) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        // Decoded messages in, raw frames out: the intervals are pre-encoded.
+                        // Decoded messages in, raw frames out.
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WireFrameDecoder()))
                         return try NIOAsyncChannel<WireMessage, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
@@ -54,7 +54,7 @@ struct FakeAgents: AsyncParsableCommand {
         let lines = servers.map { "127.0.0.1:\($0.channel.localAddress!.port!)" }.joined(separator: "\n") + "\n"
         try lines.write(toFile: self.agentsFile, atomically: true, encoding: .utf8)
         let buckets = shapes.map(\.buckets)
-        FileHandle.standardError.write(Data("fake-agents: \(self.count) agents listening; addresses in \(self.agentsFile); intervals of \(self.samples) samples in \(buckets.min()!)-\(buckets.max()!) buckets, \(shapes.map(\.latencyJSON.utf8.count).max()!) bytes of histogram JSON\n".utf8))
+        FileHandle.standardError.write(Data("fake-agents: \(self.count) agents listening; addresses in \(self.agentsFile); intervals of \(self.samples) samples in \(buckets.min()!)-\(buckets.max()!) buckets, \(try shapes.map { try FrameCodec.encode($0.interval(runID: "r", phase: .main, seq: 1, elapsedNanos: 1)).count }.max()!) bytes an interval frame\n".utf8))
         try await withThrowingDiscardingTaskGroup { tasks in
             for (index, server) in servers.enumerated() {
                 tasks.addTask {
@@ -87,18 +87,25 @@ struct FakeAgents: AsyncParsableCommand {
         return tally
     }
 
-    /// A histogram shape with its JSON made once.
+    /// A histogram shape, made sparse once (in the pairs form the binary frames carry).
     struct Shape: Sendable {
         let ops: UInt64
-        let latencyJSON: String
+        let latency: SparseHistogram
         let sum: UInt64
         let buckets: Int
 
         init(tally: Tally) {
-            self.buckets = SparseHistogram(tally.latency).bucketCount
+            let sparse = SparseHistogram(tally.latency)
+            self.buckets = sparse.bucketCount
             self.ops = tally.ops
             self.sum = tally.latencySumNanos
-            self.latencyJSON = SparseHistogram(tally.latency).jsonText
+            self.latency = SparseHistogram(pairs: sparse.deltaPairs, min: sparse.min, max: sparse.max)
+        }
+
+        func interval(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64) -> WireMessage {
+            .interval(.init(runID: runID, phase: phase, seq: seq, elapsedNanos: elapsedNanos, ops: self.ops,
+                            bytes: self.ops * 2, errors: ErrorCounts(), errorSamples: [:], latency: self.latency,
+                            latencySumNanos: self.sum, statusClasses: nil, redirects: nil, targets: nil))
         }
     }
 
@@ -153,11 +160,8 @@ struct FakeAgents: AsyncParsableCommand {
             if seconds > 0 { try await Task.sleep(for: .seconds(1)) }
             let shape = shapes[(index + seq) % shapes.count]
             totalOps += shape.ops
-            let body = #"{"bytes":\#(shape.ops * 2),"elapsed_nanos":\#(MonotonicClock.nowNanos() - began),"error_samples":{},"errors":{},"latency":\#(shape.latencyJSON),"latency_sum_nanos":\#(shape.sum),"ops":\#(shape.ops),"phase":"\#(start.phase.rawValue)","run_id":"\#(start.runID)","seq":\#(seq),"type":"interval"}"#
-            var buffer = ByteBuffer()
-            buffer.writeInteger(UInt32(body.utf8.count), endianness: .big)
-            buffer.writeString(body)
-            try await outbound.raw.write(buffer)
+            try await outbound.write(shape.interval(runID: start.runID, phase: start.phase, seq: seq,
+                                                    elapsedNanos: MonotonicClock.nowNanos() - began))
             lastSent.withLock { $0 = MonotonicClock.nowNanos() }
         }
         let elapsed = MonotonicClock.nowNanos() - began

@@ -422,18 +422,23 @@ struct DistributedTests {
         return fd
     }
 
-    @Test func aVersionMismatchIsRefusedNamingBothVersions() async throws {
+    /// Version 3 is the last JSON-only protocol: its coordinators still get a sentence (in a JSON error frame, which
+    /// they can decode), not a binary frame they cannot.
+    @Test(arguments: [3, 99])
+    func aVersionMismatchIsRefusedNamingBothVersions(version: Int) async throws {
         try await LiveAgents.with(count: 1, policy: AgentPolicy(allowedRoots: nil)) { addresses in
             try await RemoteAgentLink.with(addresses: addresses) { links in
                 var inbound = links[0].inbound.makeAsyncIterator()
-                _ = await links[0].send(.hello(.init(protocolVersion: 99, loadgenVersion: "9", coordinatorHost: "t",
+                _ = await links[0].send(.hello(.init(protocolVersion: version, loadgenVersion: "9", coordinatorHost: "t",
                                                      nonce: Handshake.makeNonce())))
                 guard case .failure(let failure)? = await LiveAgents.next(&inbound) else {
-                    Issue.record("version 99 was accepted")
+                    Issue.record("version \(version) was accepted")
                     return
                 }
                 #expect(failure.message.contains("version \(WireMessage.protocolVersion)"))
-                #expect(failure.message.contains("version 99"))
+                #expect(failure.message.contains("version \(version)"))
+                let frame = try FrameCodec.encode(.failure(failure))
+                #expect(frame[4] == UInt8(ascii: "{"))
             }
         }
     }

@@ -71,19 +71,36 @@ struct WireSchemaTests {
         String(decoding: try FrameCodec.makeEncoder().encode(message), as: UTF8.self) + "\n"
     }
 
+    static func hex(_ bytes: [UInt8]) -> String {
+        // 32 bytes a line, so a reader can follow the layout in frames.proto.
+        stride(from: 0, to: bytes.count, by: 32).map { start in
+            bytes[start..<min(start + 32, bytes.count)].map { String(format: "%02x", $0) }.joined(separator: " ")
+        }.joined(separator: "\n") + "\n"
+    }
+
+    static func unhex(_ text: String) -> [UInt8] {
+        text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map { UInt8($0, radix: 16)! }
+    }
+
     @Test func everyMessageTypeHasAnExampleThatDecodesAndValidates() throws {
         let examples = Self.wireDir.appendingPathComponent("examples")
         if ProcessInfo.processInfo.environment["LOADGEN_UPDATE_SNAPSHOT"] == "1" {
             for message in Self.samples {
-                try Self.canonical(message).write(to: examples.appendingPathComponent("\(message.kind.rawValue).json"),
-                                                  atomically: true, encoding: .utf8)
+                if message.kind.travelsAsJSON {
+                    try Self.canonical(message).write(to: examples.appendingPathComponent("\(message.kind.rawValue).json"),
+                                                      atomically: true, encoding: .utf8)
+                } else {
+                    try Self.hex(try FrameCodec.encode(message)).write(
+                        to: examples.appendingPathComponent("\(message.kind.rawValue).binpb.txt"), atomically: true, encoding: .utf8)
+                }
             }
         }
         let validator = try JSONSchemaValidator(schemaFile: Self.wireDir.appendingPathComponent("messages.schema.json"))
-        let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".json") }
-        #expect(Set(files) == Set(WireMessage.Kind.allCases.map { "\($0.rawValue).json" }))
+        let files = try FileManager.default.contentsOfDirectory(atPath: examples.path)
+        let kinds = WireMessage.Kind.allCases
+        #expect(Set(files) == Set(kinds.map { "\($0.rawValue)\($0.travelsAsJSON ? ".json" : ".binpb.txt")" }))
         let defs = validator.root["$defs"] as! [String: Any]
-        for kind in WireMessage.Kind.allCases {
+        for kind in kinds where kind.travelsAsJSON {
             let text = try String(contentsOf: examples.appendingPathComponent("\(kind.rawValue).json"), encoding: .utf8)
             let message = try FrameCodec.decodeBody(Array(text.utf8))
             #expect(message.kind == kind)
@@ -94,12 +111,43 @@ struct WireSchemaTests {
             let perType = JSONSchemaValidator(root: validator.root)
             #expect(perType.validate(object, against: def) == [], "\(kind.rawValue)")
         }
+        // The binary examples are whole frames: they decode to the sample, and the sample encodes to exactly them.
+        for sample in Self.samples where !sample.kind.travelsAsJSON {
+            let text = try String(contentsOf: examples.appendingPathComponent("\(sample.kind.rawValue).binpb.txt"), encoding: .utf8)
+            let frame = Self.unhex(text)
+            #expect(try FrameCodec.encode(sample) == frame, "\(sample.kind.rawValue).binpb.txt is not what the codec writes")
+            var decoder = FrameDecoder()
+            decoder.append(frame)
+            #expect(try decoder.nextMessage() == sample)
+        }
     }
 
-    @Test func theSchemaListsExactlyTheMessageTypes() throws {
+    @Test func theSchemaListsExactlyTheJSONMessageTypes() throws {
         let validator = try JSONSchemaValidator(schemaFile: Self.wireDir.appendingPathComponent("messages.schema.json"))
         let types = ((validator.root["properties"] as! [String: Any])["type"] as! [String: Any])["enum"] as! [String]
-        #expect(Set(types) == Set(WireMessage.Kind.allCases.map(\.rawValue)))
+        #expect(Set(types) == Set(WireMessage.Kind.allCases.filter(\.travelsAsJSON).map(\.rawValue)))
+        let title = validator.root["title"] as! String
+        #expect(title.hasSuffix("protocol version \(WireMessage.protocolVersion)"))
+    }
+
+    @Test func theProtoFileIsOfThisProtocolVersionAndItsCodeIsGeneratedFromIt() throws {
+        let proto = try String(contentsOf: Self.wireDir.appendingPathComponent("frames.proto"), encoding: .utf8)
+        #expect(proto.contains("package loadgen.wire.v\(WireMessage.protocolVersion);"))
+        #expect(proto.contains("protocol version \(WireMessage.protocolVersion)"))
+        let generated = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent(
+            "Sources/LoadgenCore/Generated/frames.pb.swift"), encoding: .utf8)
+        // Every message and field of the proto file appears in the generated code (a stale file lacks a new one).
+        for line in proto.split(separator: "\n") {
+            let words = line.trimmingCharacters(in: .whitespaces).split(separator: " ")
+            if words.first == "message", words.count > 1 {
+                #expect(generated.contains("struct Loadgen_Wire_V\(WireMessage.protocolVersion)_\(words[1]):"), "\(words[1])")
+            }
+            if let eq = words.firstIndex(of: "="), eq > 0, !(words.first ?? "").hasPrefix("//"), words.first != "syntax" {
+                // Field names sit in the generated name tables as `<name>\0`.
+                let name = String(words[eq - 1])
+                #expect(generated.contains(name + "\\0"), "\(name) is not in the generated code")
+            }
+        }
     }
 
     // MARK: - The codec on a channel

@@ -32,8 +32,16 @@ public final class AsyncFetchExecutor: PhaseExecutor {
         }
     }
 
+    /// Event loops for `slots` connections: one per 32 connections, at most one per core. A loop keeps far more
+    /// than 32 keep-alive connections busy (each request costs it a few microseconds), and every extra loop thread
+    /// that sleeps and wakes in epoll costs context switches on the cores the server under test shares: measured on
+    /// 2 cores against a local nginx at 16 connections, two loops took 0.3x more CPU per request than one.
+    static func loopCount(slots: Int, cores: Int) -> Int {
+        max(1, min(cores, (slots + 31) / 32))
+    }
+
     public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: Self.loopCount(slots: self.slots, cores: System.coreCount))
         let results = await withCheckedContinuation { (continuation: CheckedContinuation<[WorkerResult], Never>) in
             let state = Mutex<(results: [WorkerResult?], remaining: Int)>((Array(repeating: nil, count: self.slots), self.slots))
             // Slots are dealt round-robin to the loops, and share what their loop holds.
@@ -298,19 +306,34 @@ final class FetchSlot: @unchecked Sendable {
 
     // MARK: - Events from the connection (on the loop)
 
+    /// What a read gave the parser.
+    private enum Fed {
+        case partial
+        case response(HTTPResponseParser.Response, extraBytes: Bool)
+        case malformed(String)
+    }
+
     func received(_ buffer: ByteBuffer, from channel: any Channel) {
-        guard channel === self.channel, var current = self.current else { return }
-        let outcome: Result<(consumed: Int, response: HTTPResponseParser.Response?), HTTPResponseParser.Failure> =
-            buffer.withUnsafeReadableBytes { bytes in
-                do throws(HTTPResponseParser.Failure) { return .success(try current.parser.feed(bytes)) } catch { return .failure(error) }
+        guard channel === self.channel, self.current != nil else { return }
+        // The parser is fed where it lies (no copy of the request's state in and out, which cost a retain and a
+        // release of each of its references per read), and the outcome is a plain enum (a Result of a tuple needed
+        // its generic metadata looked up at run time on every read: 1% of the profile).
+        let fed: Fed = buffer.withUnsafeReadableBytes { bytes in
+            do throws(HTTPResponseParser.Failure) {
+                let (consumed, response) = try self.current!.parser.feed(bytes)
+                guard let response else { return .partial }
+                return .response(response, extraBytes: consumed < bytes.count)
+            } catch {
+                switch error { case .malformed(let text): return .malformed(text) }
             }
-        self.current = current
-        switch outcome {
-        case .failure(.malformed(let text)):
+        }
+        switch fed {
+        case .partial:
+            return
+        case .malformed(let text):
             self.complete(.failure(FetchFailure(.protocol, text)), dropConnection: true)
-        case .success(let (consumed, response)):
-            guard let response else { return }
-            self.responded(response, extraBytes: consumed < buffer.readableBytes)
+        case .response(let response, let extraBytes):
+            self.responded(response, extraBytes: extraBytes)
         }
     }
 
@@ -355,31 +378,30 @@ final class FetchSlot: @unchecked Sendable {
     }
 
     private func responded(_ response: HTTPResponseParser.Response, extraBytes: Bool) {
-        guard var current = self.current else { return }
+        guard self.current != nil else { return }
         self.reused = true
         if response.closesConnection || extraBytes {
             self.dropChannel()
         }
-        switch Redirect.next(after: response, from: current.target, method: current.method, redirects: current.redirects) {
+        // The request's state is changed where it lies; only a redirect reads it whole.
+        switch Redirect.next(after: response, from: self.current!.target, method: self.current!.method,
+                             redirects: self.current!.redirects) {
         case nil:
             break
         case .failure(let failure)?:
-            self.current = current
             return self.complete(.failure(failure), dropConnection: false)
         case .success(let hop)?:
-            current.target = hop.target
-            current.method = hop.method
-            current.request = ByteBuffer(bytes: hop.request)
-            current.redirects = hop.redirects
-            current.parser = HTTPResponseParser(isHead: current.method == .head)
-            current.retried = false
-            self.current = current
+            self.current!.target = hop.target
+            self.current!.method = hop.method
+            self.current!.request = ByteBuffer(bytes: hop.request)
+            self.current!.redirects = hop.redirects
+            self.current!.parser = HTTPResponseParser(isHead: hop.method == .head)
+            self.current!.retried = false
             self.send()
             return
         }
-        self.current = current
-        self.complete(.success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes, redirects: current.redirects)),
-                      dropConnection: false)
+        self.complete(.success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes,
+                                             redirects: self.current!.redirects)), dropConnection: false)
     }
 
     /// Counts the current request and moves on to the next.

@@ -15,7 +15,12 @@ enum Redirect {
     /// The next hop after `response`, nil when the response is final, or the failure that ends the request.
     static func next(after response: HTTPResponseParser.Response, from target: TargetURL, method: HTTPMethod,
                      redirects: Int) -> Result<Hop, FetchFailure>? {
-        guard [301, 302, 303, 307, 308].contains(response.status), let location = response.location else { return nil }
+        // A switch, not an array literal's contains: this runs on every response.
+        switch response.status {
+        case 301, 302, 303, 307, 308: break
+        default: return nil
+        }
+        guard let location = response.location else { return nil }
         let count = redirects + 1
         guard count <= Self.maxRedirects else {
             return .failure(FetchFailure(.redirects, "more than \(Self.maxRedirects) redirects, the last to \(location)"))

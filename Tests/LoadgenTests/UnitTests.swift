@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LoadgenCore
+@testable import LoadgenWorkloads
 
 struct SizeParsingTests {
     @Test(arguments: [("2", 2), ("0", 0), ("4k", 4096), ("4K", 4096), ("1.5k", 1536), ("1m", 1 << 20),
@@ -434,5 +435,12 @@ struct LiveRateTests {
         aggregate.apply(agent: 1, phaseDone: .init(runID: "r", phase: .main, status: .completed, message: nil, ops: 50, bytes: 0,
                                                    errors: 0, durationNanos: 500_000_000, firstDoneNanos: 0, lastDoneNanos: 500_000_000))
         #expect(aggregate.agents[1].phase(.main).currentRate == 0)
+    }
+}
+
+struct AsyncFetchLoopTests {
+    @Test(arguments: [(1, 2, 1), (16, 2, 1), (32, 2, 1), (33, 2, 2), (4000, 2, 2), (100, 64, 4), (16, 1, 1), (0, 8, 1)])
+    func oneEventLoopPer32ConnectionsAtMostOnePerCore(slots: Int, cores: Int, loops: Int) {
+        #expect(AsyncFetchExecutor.loopCount(slots: slots, cores: cores) == loops)
     }
 }

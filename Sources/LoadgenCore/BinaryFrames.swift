@@ -1,3 +1,4 @@
+import Foundation
 import SwiftProtobuf
 
 /// The binary frames of protocol 4 (`schemas/wire/frames.proto`): the messages that make up nearly all the traffic
@@ -72,7 +73,7 @@ extension Loadgen_Wire_V4_Interval {
         if !interval.errors.isEmpty { self.errors = interval.errors.dictionary }
         self.errorSamples = interval.errorSamples
         self.latency = .with {
-            $0.buckets = interval.latency.deltaPairs
+            $0.buckets = interval.latency.packedBuckets
             $0.min = interval.latency.min
             $0.max = interval.latency.max
         }
@@ -93,8 +94,8 @@ extension Loadgen_Wire_V4_Interval {
 }
 
 extension WireMessage.Interval {
-    /// The interval a binary frame carried. The histogram's pairs are kept as they came (one array, no per-bucket
-    /// work) and checked where they are read.
+    /// The interval a binary frame carried. The histogram's bytes are kept as they came (one copy, no work per
+    /// bucket) and checked where they are read.
     init(_ binary: Loadgen_Wire_V4_Interval) throws(LoadgenError) {
         let phase: Phase
         switch binary.phase {
@@ -130,7 +131,7 @@ extension WireMessage.Interval {
         }
         self.init(runID: binary.runID, phase: phase, seq: Int(binary.seq), elapsedNanos: binary.elapsedNanos,
                   ops: binary.ops, bytes: binary.bytes, errors: ErrorCounts(errors), errorSamples: binary.errorSamples,
-                  latency: SparseHistogram(pairs: binary.latency.buckets, min: binary.latency.min, max: binary.latency.max),
+                  latency: SparseHistogram(packed: binary.latency.buckets, min: binary.latency.min, max: binary.latency.max),
                   latencySumNanos: binary.latencySumNanos,
                   statusClasses: binary.statusClasses.isEmpty ? nil : binary.statusClasses,
                   redirects: binary.redirects == 0 ? nil : binary.redirects, targets: targets.isEmpty ? nil : targets)

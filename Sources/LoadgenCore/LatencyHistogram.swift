@@ -1,3 +1,4 @@
+import Foundation
 import Histogram
 
 /// Latency in nanoseconds, in one fixed HDR layout for every worker, agent and run: 1 ns to 1 hour at three
@@ -73,10 +74,10 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     private var arrays: Buckets?
     /// The text encoding as stored, parsed only when needed.
     private var encoded: String?
-    /// The binary frame's packed (value delta, count) pairs as received (``init(pairs:min:max:)``), read only when
+    /// The binary frame's (value delta, count) varints as received (``init(packed:min:max:)``), read only when
     /// needed: a coordinator streams them straight into its per-agent counts
-    /// (``LatencyCounts/add(_:percentiles:expectedTotal:)``) and an agent forwards them as they came.
-    private var pairs: [UInt64]?
+    /// (``LatencyCounts/add(_:percentiles:expectedTotal:)``) and stores them as they came; an agent forwards them.
+    private var packed: Data?
     public var min: UInt64
     public var max: UInt64
 
@@ -94,27 +95,61 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     }
 
     /// A histogram as the binary frames carry it: each bucket's value as its distance from the previous one (the
-    /// first from 0), interleaved with its count. Checked when read, as the text form is.
-    public init(pairs: [UInt64], min: UInt64, max: UInt64) {
+    /// first from 0), then its count, as LEB128 varints. Checked when read, as the text form is.
+    public init(packed: Data, min: UInt64, max: UInt64) {
         self.arrays = nil
-        self.pairs = pairs
+        self.packed = packed
         self.min = min
         self.max = max
     }
 
-    /// The (value delta, count) pairs the binary frames carry: as received, or made from the buckets.
+    /// The same from (value delta, count) pairs (tests and tools).
+    public init(pairs: [UInt64], min: UInt64, max: UInt64) {
+        var bytes = [UInt8]()
+        for number in pairs { Self.appendVarint(number, to: &bytes) }
+        self.init(packed: Data(bytes), min: min, max: max)
+    }
+
+    @inline(__always)
+    static func appendVarint(_ number: UInt64, to bytes: inout [UInt8]) {
+        var n = number
+        while n >= 0x80 {
+            bytes.append(UInt8(n & 0x7f) | 0x80)
+            n >>= 7
+        }
+        bytes.append(UInt8(n))
+    }
+
+    /// The buckets as the binary frames carry them: as received, or encoded from the arrays.
+    public var packedBuckets: Data {
+        if let packed { return packed }
+        return Data(self.varintBytes)
+    }
+
+    /// The (value delta, count) pairs (tests).
     public var deltaPairs: [UInt64] {
-        if let pairs { return pairs }
+        var out: [UInt64] = []
+        var previous: UInt64 = 0
+        var sink = ClosureSink { value, count in
+            out.append(value &- previous)
+            out.append(count)
+            previous = value
+        }
+        _ = self.forEachBucket(into: &sink)
+        return out
+    }
+
+    private var varintBytes: [UInt8] {
         let buckets = self.buckets
-        var out = [UInt64]()
-        out.reserveCapacity(2 * buckets.values.count)
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(4 * buckets.values.count)
         var previous: UInt64 = 0
         for i in buckets.values.indices {
-            out.append(buckets.values[i] &- previous)
-            out.append(buckets.counts[i])
+            Self.appendVarint(buckets.values[i] &- previous, to: &bytes)
+            Self.appendVarint(buckets.counts[i], to: &bytes)
             previous = buckets.values[i]
         }
-        return out
+        return bytes
     }
 
     public init(_ histogram: LatencyHistogram) {
@@ -139,9 +174,9 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         if let arrays { return arrays }
         var values: [UInt64] = []
         var counts: [UInt64] = []
-        if let pairs {
-            values.reserveCapacity(pairs.count / 2)
-            counts.reserveCapacity(pairs.count / 2)
+        if let packed {
+            values.reserveCapacity(packed.count / 4)
+            counts.reserveCapacity(packed.count / 4)
         }
         var sink = ClosureSink { value, count in
             values.append(value)
@@ -163,7 +198,7 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
 
     public var isEmpty: Bool {
         if let arrays { return arrays.values.isEmpty }
-        if let pairs { return pairs.isEmpty }
+        if let packed { return packed.isEmpty }
         return self.encoded?.isEmpty ?? true
     }
 
@@ -179,24 +214,9 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     /// The buckets encoded: base64 of (value delta, count) LEB128 varint pairs.
     public var bucketText: String {
         if let encoded { return encoded }
-        let buckets = self.buckets
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(4 * buckets.values.count)
-        func append(_ number: UInt64) {
-            var n = number
-            while n >= 0x80 {
-                bytes.append(UInt8(n & 0x7f) | 0x80)
-                n >>= 7
-            }
-            bytes.append(UInt8(n))
-        }
-        var previous: UInt64 = 0
-        for i in buckets.values.indices {
-            append(buckets.values[i] &- previous)
-            append(buckets.counts[i])
-            previous = buckets.values[i]
-        }
-        return Base64.encode(bytes)
+        // The binary frames' bytes are the text form's before base64: stored as they came, with no work per bucket.
+        if let packed { return Base64.encode(Array(packed)) }
+        return Base64.encode(self.varintBytes)
     }
 
     /// Decodes ``bucketText``; nil when it is not well formed (bad base64, a truncated or overlong varint, values
@@ -242,29 +262,15 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
             for i in arrays.values.indices { sink.take(arrays.values[i], arrays.counts[i]) }
             return true
         }
-        if let pairs = self.pairs { return Self.stream(pairs: pairs, into: &sink) }
+        if let packed = self.packed {
+            return packed.withUnsafeBytes { raw in
+                var parser = BucketParser()
+                parser.feed(raw.bindMemory(to: UInt8.self), into: &sink)
+                return parser.isComplete
+            }
+        }
         guard let encoded = self.encoded else { return true }
         return Self.stream(encoded, into: &sink)
-    }
-
-    /// Streams packed (value delta, count) pairs, under the text form's rules: whole pairs, values ascending
-    /// strictly after the first, no overflow. False (pairs up to the bad one delivered) when they break one.
-    @inline(__always)
-    static func stream<Sink: BucketSink>(pairs: [UInt64], into sink: inout Sink) -> Bool {
-        guard pairs.count % 2 == 0 else { return false }
-        return pairs.withUnsafeBufferPointer { pairs -> Bool in
-            var previous: UInt64 = 0
-            var i = 0
-            while i < pairs.count {
-                let delta = pairs[i]
-                let (value, overflow) = previous.addingReportingOverflow(delta)
-                if overflow || (i > 0 && delta == 0) { return false }
-                sink.take(value, pairs[i + 1])
-                previous = value
-                i += 2
-            }
-            return true
-        }
     }
 
     private enum CodingKeys: String, CodingKey { case buckets, min, max }
@@ -278,7 +284,7 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         }
         self.arrays = nil
         self.encoded = text
-        self.pairs = nil
+        self.packed = nil
         self.min = try container.decode(UInt64.self, forKey: .min)
         self.max = try container.decode(UInt64.self, forKey: .max)
     }

@@ -87,7 +87,7 @@ struct FakeAgents: AsyncParsableCommand {
         return tally
     }
 
-    /// A histogram shape, made sparse once (in the pairs form the binary frames carry).
+    /// A histogram shape, made sparse once (in the form the binary frames carry).
     struct Shape: Sendable {
         let ops: UInt64
         let latency: SparseHistogram
@@ -99,7 +99,7 @@ struct FakeAgents: AsyncParsableCommand {
             self.buckets = sparse.bucketCount
             self.ops = tally.ops
             self.sum = tally.latencySumNanos
-            self.latency = SparseHistogram(pairs: sparse.deltaPairs, min: sparse.min, max: sparse.max)
+            self.latency = SparseHistogram(packed: sparse.packedBuckets, min: sparse.min, max: sparse.max)
         }
 
         func interval(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64) -> WireMessage {

@@ -29,6 +29,11 @@
 /// The generated Swift is committed (Sources/LoadgenCore/Generated/frames.pb.swift); regenerate with
 /// deploy/proto/generate.sh after editing this file.
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -142,7 +147,8 @@ nonisolated struct Loadgen_Wire_V4_Interval: Sendable {
 
   var bytes: UInt64 = 0
 
-  /// Failed operations by error kind (enospc, timeout, connect, ...: the names of `loadgen --help`), nonzero only.
+  /// Failed operations by error kind (ENOSPC, EACCES, timeout, connect, ...: the kinds of the JSON report), nonzero
+  /// only; an unknown kind is refused.
   var errors: Dictionary<String,UInt64> = [:]
 
   /// One message per error kind seen, at most 500 characters.
@@ -180,16 +186,19 @@ nonisolated struct Loadgen_Wire_V4_Interval: Sendable {
 ///
 ///   dense:    [0, 0, 0, 7, 0, 0, 2, 0, ...]          33,792 counters
 ///   sparse:   (v3, 7), (v6, 2)
-///   buckets:  [v3 - 0, 7, v6 - v3, 2]                 packed varints: about 4 bytes a bucket
+///   buckets:  varint(v3 - 0) varint(7) varint(v6 - v3) varint(2)      about 4 bytes a bucket
 ///
-/// `buckets` interleaves each bucket's value, as its distance from the previous bucket's (the first from 0), with
-/// its count. Decoding is one array; a reader may stream the pairs straight into its own counters.
+/// `buckets` holds each bucket's value, as its distance from the previous bucket's (the first from 0), then its
+/// count, as base-128 varints: exactly the bytes a packed `repeated uint64` field of the pairs would hold, so a
+/// reader may declare it that way. It is declared `bytes` so that loadgen keeps it as it came (one copy, no work
+/// per bucket) and streams the pairs straight into its own counters when it merges; a value that does not ascend,
+/// half a pair or a varint past 64 bits is refused there.
 nonisolated struct Loadgen_Wire_V4_Histogram: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var buckets: [UInt64] = []
+  var buckets: Data = Data()
 
   /// The exact smallest and largest values recorded (0 when empty).
   var min: UInt64 = 0
@@ -433,7 +442,7 @@ nonisolated extension Loadgen_Wire_V4_Histogram: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeRepeatedUInt64Field(value: &self.buckets) }()
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.buckets) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.min) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.max) }()
       default: break
@@ -443,7 +452,7 @@ nonisolated extension Loadgen_Wire_V4_Histogram: SwiftProtobuf.Message, SwiftPro
 
   func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.buckets.isEmpty {
-      try visitor.visitPackedUInt64Field(value: self.buckets, fieldNumber: 1)
+      try visitor.visitSingularBytesField(value: self.buckets, fieldNumber: 1)
     }
     if self.min != 0 {
       try visitor.visitSingularUInt64Field(value: self.min, fieldNumber: 2)

@@ -34,8 +34,8 @@ public final class AsyncFetchExecutor: PhaseExecutor {
 
     /// Event loops for `slots` connections: one per 32 connections, at most one per core. A loop keeps far more
     /// than 32 keep-alive connections busy (each request costs it a few microseconds), and every extra loop thread
-    /// that sleeps and wakes in epoll costs context switches on the cores the server under test shares: measured on
-    /// 2 cores against a local nginx at 16 connections, two loops took 0.3x more CPU per request than one.
+    /// that sleeps and wakes in epoll costs context switches (15% of a profile at 16 connections on 2 cores, beside
+    /// a local nginx) on the cores the server under test may share.
     static func loopCount(slots: Int, cores: Int) -> Int {
         max(1, min(cores, (slots + 31) / 32))
     }

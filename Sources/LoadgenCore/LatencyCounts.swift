@@ -18,7 +18,12 @@ public struct LatencyCounts: Sendable {
     /// The counters from index `base` on: only the window the values seen so far span (latencies of one run
     /// cover a few powers of two, a few thousand of the layout's 33,792 counters), so a coordinator holding a sum
     /// per agent and phase for a thousand agents holds megabytes, not the quarter of a gigabyte full layouts took.
-    private var counts: [UInt64] = []
+    ///
+    /// The counters are 32-bit until one would pass 2^32 - 1, then 64-bit (a bucket of one agent's phase passes four
+    /// billion only in runs of hours at a million operations a second): half the memory, exact either way.
+    private var narrow: [UInt32] = []
+    private var wide: [UInt64] = []
+    private var isWide = false
     private var base = 0
     public private(set) var total: UInt64 = 0
     public private(set) var min: UInt64 = .max
@@ -27,26 +32,45 @@ public struct LatencyCounts: Sendable {
     public init() {}
 
     /// Counters held (the window's width), for memory checks.
-    public var heldCounters: Int { self.counts.count }
+    public var heldCounters: Int { self.isWide ? self.wide.count : self.narrow.count }
+
+    /// Bytes the counters take.
+    public var heldBytes: Int { self.isWide ? 8 * self.wide.count : 4 * self.narrow.count }
 
     /// Widens the window to hold the counters `low...high`, in steps of 1024 (half a power of two).
     private mutating func cover(_ low: Int, _ high: Int) {
         let step = Self.subBucketHalfCount
-        let currentEnd = self.base + self.counts.count
-        let wantLow = Swift.max(0, (self.counts.isEmpty ? low : Swift.min(low, self.base)) / step * step)
-        let wantEnd = Swift.min(Self.length, ((self.counts.isEmpty ? high : Swift.max(high, currentEnd - 1)) / step + 1) * step)
-        guard self.counts.isEmpty || wantLow < self.base || wantEnd > currentEnd else { return }
-        var widened = [UInt64](repeating: 0, count: wantEnd - wantLow)
-        if !self.counts.isEmpty {
-            let offset = self.base - wantLow
-            widened.withUnsafeMutableBufferPointer { out in
-                self.counts.withUnsafeBufferPointer { old in
-                    for i in 0..<old.count { out[offset + i] = old[i] }
-                }
+        let held = self.heldCounters
+        let currentEnd = self.base + held
+        let wantLow = Swift.max(0, (held == 0 ? low : Swift.min(low, self.base)) / step * step)
+        let wantEnd = Swift.min(Self.length, ((held == 0 ? high : Swift.max(high, currentEnd - 1)) / step + 1) * step)
+        guard held == 0 || wantLow < self.base || wantEnd > currentEnd else { return }
+        let offset = self.base - wantLow
+        if self.isWide {
+            self.wide = Self.widened(self.wide, count: wantEnd - wantLow, offset: offset)
+        } else {
+            self.narrow = Self.widened(self.narrow, count: wantEnd - wantLow, offset: offset)
+        }
+        self.base = wantLow
+    }
+
+    private static func widened<Counter: FixedWidthInteger>(_ old: [Counter], count: Int, offset: Int) -> [Counter] {
+        var out = [Counter](repeating: 0, count: count)
+        guard !old.isEmpty else { return out }
+        out.withUnsafeMutableBufferPointer { out in
+            old.withUnsafeBufferPointer { old in
+                for i in 0..<old.count { out[offset + i] = old[i] }
             }
         }
-        self.counts = widened
-        self.base = wantLow
+        return out
+    }
+
+    /// Moves to 64-bit counters.
+    private mutating func promote() {
+        guard !self.isWide else { return }
+        self.wide = self.narrow.map { UInt64($0) }
+        self.narrow = []
+        self.isWide = true
     }
 
     @inline(__always)
@@ -93,17 +117,23 @@ public struct LatencyCounts: Sendable {
         }
         var reader = PercentileReader(min: sparse.min, max: sparse.max, total: total, percentiles: percentiles)
         var pass = self.stream(sparse, reader: reader)
-        if pass.outside {
-            self.undo(sparse)
-            self.cover(pass.lowest, pass.highest)
+        if pass.outside || pass.overflowAt != nil {
+            // A bucket fell outside the window, or would pass a 32-bit counter: take back this pass, widen, again.
+            self.undo(sparse, upTo: pass.overflowAt)
+            if pass.outside { self.cover(pass.lowest, pass.highest) }
+            if pass.overflowAt != nil { self.promote() }
             pass = self.stream(sparse, reader: reader)
         }
         reader = pass.reader
         if let refusal = reader.refusal(decoded: pass.ok, expectedTotal: expectedTotal) {
             // The buckets went straight into the counters: take back what was added. The same pairs stream again, up
             // to the same point, so a refused histogram leaves no trace.
-            self.undo(sparse)
+            self.undo(sparse, upTo: pass.overflowAt)
             throw refusal
+        }
+        if pass.overflowAt != nil {
+            self.undo(sparse, upTo: pass.overflowAt)
+            throw .protocolViolation("A latency histogram's counts, added to what was received before, pass what 64 bits hold.")
         }
         if reader.seen > 0 {
             self.total &+= reader.seen
@@ -113,33 +143,64 @@ public struct LatencyCounts: Sendable {
         return reader.finish()
     }
 
-    private mutating func stream(_ sparse: SparseHistogram, reader: PercentileReader)
-        -> (ok: Bool, reader: PercentileReader, outside: Bool, lowest: Int, highest: Int)
-    {
+    private struct Pass {
+        var ok: Bool
+        var reader: PercentileReader
+        var outside: Bool
+        var lowest: Int
+        var highest: Int
+        /// How many buckets went in before one would have passed a 32-bit counter (none went in after it).
+        var overflowAt: Int?
+    }
+
+    private mutating func stream(_ sparse: SparseHistogram, reader: PercentileReader) -> Pass {
         let base = self.base
-        return self.counts.withUnsafeMutableBufferPointer { counts in
-            var sink = CountsSink(counts: counts, base: base, reader: reader)
-            let ok = sparse.forEachBucket(into: &sink)
-            return (ok, sink.reader, sink.outside, sink.lowest, sink.highest)
+        if self.isWide {
+            return self.wide.withUnsafeMutableBufferPointer { counts in Self.stream(sparse, into: counts, base: base, reader: reader) }
+        }
+        return self.narrow.withUnsafeMutableBufferPointer { counts in Self.stream(sparse, into: counts, base: base, reader: reader) }
+    }
+
+    @inline(__always)
+    private static func stream<Counter: FixedWidthInteger & UnsignedInteger>(
+        _ sparse: SparseHistogram, into counts: UnsafeMutableBufferPointer<Counter>, base: Int, reader: PercentileReader
+    ) -> Pass {
+        var sink = CountsSink(counts: counts, base: base, reader: reader)
+        let ok = sparse.forEachBucket(into: &sink)
+        return Pass(ok: ok, reader: sink.reader, outside: sink.outside, lowest: sink.lowest, highest: sink.highest,
+                    overflowAt: sink.overflowAt)
+    }
+
+    /// Takes back what ``stream(_:reader:)`` added (the buckets inside the window, before any overflow).
+    private mutating func undo(_ sparse: SparseHistogram, upTo limit: Int?) {
+        let base = self.base
+        let limit = limit ?? .max
+        if self.isWide {
+            self.wide.withUnsafeMutableBufferPointer { counts in
+                var undo = UndoSink(counts: counts, base: base, limit: limit)
+                _ = sparse.forEachBucket(into: &undo)
+            }
+        } else {
+            self.narrow.withUnsafeMutableBufferPointer { counts in
+                var undo = UndoSink(counts: counts, base: base, limit: limit)
+                _ = sparse.forEachBucket(into: &undo)
+            }
         }
     }
 
-    /// Takes back what ``stream(_:reader:)`` added (the buckets inside the window).
-    private mutating func undo(_ sparse: SparseHistogram) {
-        let base = self.base
-        self.counts.withUnsafeMutableBufferPointer { counts in
-            var undo = UndoSink(counts: counts, base: base)
-            _ = sparse.forEachBucket(into: &undo)
-        }
-    }
+    /// The counters as 64-bit values (the window's).
+    private var counters: [UInt64] { self.isWide ? self.wide : self.narrow.map { UInt64($0) } }
 
     /// Adds another running sum.
     public mutating func add(_ other: LatencyCounts) {
-        guard other.total > 0, !other.counts.isEmpty else { return }
-        self.cover(other.base, other.base + other.counts.count - 1)
+        guard other.total > 0, other.heldCounters > 0 else { return }
+        // Sums of sums (the cluster's, at report time) are 64-bit.
+        self.promote()
+        self.cover(other.base, other.base + other.heldCounters - 1)
         let offset = other.base - self.base
-        self.counts.withUnsafeMutableBufferPointer { mine in
-            other.counts.withUnsafeBufferPointer { theirs in
+        let theirs = other.counters
+        self.wide.withUnsafeMutableBufferPointer { mine in
+            theirs.withUnsafeBufferPointer { theirs in
                 for i in 0..<theirs.count { mine[offset + i] &+= theirs[i] }
             }
         }
@@ -152,7 +213,7 @@ public struct LatencyCounts: Sendable {
     public var sparse: SparseHistogram {
         var values: [UInt64] = []
         var counts: [UInt64] = []
-        for (index, count) in self.counts.enumerated() where count > 0 {
+        for (index, count) in self.counters.enumerated() where count > 0 {
             values.append(Self.highestValue(at: self.base + index))
             counts.append(count)
         }
@@ -242,14 +303,16 @@ struct PercentileReader {
 }
 
 /// Adds decoded buckets straight into the counters (a window from `base`) and reads percentiles on the way; a
-/// bucket outside the window is noted, not added.
-private struct CountsSink: BucketSink {
-    let counts: UnsafeMutableBufferPointer<UInt64>
+/// bucket outside the window is noted, not added; one that would pass its counter stops the adding there.
+private struct CountsSink<Counter: FixedWidthInteger & UnsignedInteger>: BucketSink {
+    let counts: UnsafeMutableBufferPointer<Counter>
     let base: Int
     var reader: PercentileReader
     var outside = false
     var lowest = Int.max
     var highest = 0
+    var taken = 0
+    var overflowAt: Int?
 
     @inline(__always)
     mutating func take(_ value: UInt64, _ count: UInt64) {
@@ -257,22 +320,34 @@ private struct CountsSink: BucketSink {
         self.lowest = Swift.min(self.lowest, index)
         self.highest = Swift.max(self.highest, index)
         let slot = index &- self.base
-        if slot >= 0, slot < self.counts.count {
-            self.counts[slot] &+= count
-        } else {
-            self.outside = true
+        if self.overflowAt == nil {
+            if slot >= 0, slot < self.counts.count {
+                let (sum, overflow) = self.counts[slot].addingReportingOverflow(Counter(truncatingIfNeeded: count))
+                if overflow || count > UInt64(Counter.max) {
+                    self.overflowAt = self.taken
+                } else {
+                    self.counts[slot] = sum
+                }
+            } else {
+                self.outside = true
+            }
         }
+        self.taken += 1
         self.reader.take(value, count)
     }
 }
 
-/// Takes back what ``CountsSink`` added, bucket for bucket.
-private struct UndoSink: BucketSink {
-    let counts: UnsafeMutableBufferPointer<UInt64>
+/// Takes back what ``CountsSink`` added, bucket for bucket: those inside the window among the first `limit`.
+private struct UndoSink<Counter: FixedWidthInteger & UnsignedInteger>: BucketSink {
+    let counts: UnsafeMutableBufferPointer<Counter>
     let base: Int
+    let limit: Int
+    var taken = 0
 
     mutating func take(_ value: UInt64, _ count: UInt64) {
+        defer { self.taken += 1 }
+        guard self.taken < self.limit else { return }
         let slot = LatencyCounts.clampedIndex(value) &- self.base
-        if slot >= 0, slot < self.counts.count { self.counts[slot] &-= count }
+        if slot >= 0, slot < self.counts.count { self.counts[slot] &-= Counter(truncatingIfNeeded: count) }
     }
 }

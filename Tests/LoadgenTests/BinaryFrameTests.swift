@@ -231,3 +231,46 @@ struct SplitMixGenerator: RandomNumberGenerator {
         return FileNamer.mix(self.state)
     }
 }
+
+struct LatencyCountsWidthTests {
+    /// Counters start 32-bit and move to 64-bit when one would pass 2^32 - 1, exactly, wherever it happens.
+    @Test func countersWidenExactlyPastThirtyTwoBits() throws {
+        var counts = LatencyCounts()
+        let small = SparseHistogram(values: [1_023, 5_119, 70_015], counts: [7, 1, 2], min: 1_000, max: 70_000)
+        try counts.add(small)
+        let narrowBytes = counts.heldBytes
+        #expect(narrowBytes == 4 * counts.heldCounters)
+        let big = SparseHistogram(values: [1_023, 5_119, 70_015], counts: [1, 3_000_000_000, 1], min: 1_000, max: 70_000)
+        try counts.add(big)
+        try counts.add(big)
+        #expect(counts.heldBytes == 8 * counts.heldCounters)
+        let sparse = counts.sparse
+        #expect(sparse.values == [1_023, 5_119, 70_015])
+        #expect(sparse.counts == [9, 6_000_000_001, 4])
+        #expect(counts.total == 6_000_000_014)
+        // Past 64 bits is refused and leaves no trace.
+        var full = LatencyCounts()
+        let quarter = SparseHistogram(values: [1], counts: [1 << 62], min: 1, max: 1)
+        for _ in 0..<3 { try full.add(quarter) }
+        do throws(LoadgenError) {
+            try full.add(quarter)
+            Issue.record("a count past 64 bits was added")
+        } catch {
+            #expect(error.message.contains("pass what 64 bits hold"), "\(error.message)")
+        }
+        #expect(full.sparse.counts == [3 << 62])
+    }
+
+    /// A window covers only what the values span: a log-normal second of 20,000 latencies takes tens of KB.
+    @Test func aTypicalIntervalTakesAWindowNotTheLayout() throws {
+        var tally = Tally()
+        var generator = SplitMixGenerator(seed: 4)
+        for _ in 0..<20_000 {
+            tally.recordLatency(UInt64(200_000 * exp(0.6 * (Double.random(in: -3...3, using: &generator)))))
+        }
+        var counts = LatencyCounts()
+        try counts.add(SparseHistogram(tally.latency))
+        #expect(counts.heldBytes <= 40 * 1024, "\(counts.heldBytes) bytes")
+        #expect(counts.histogram() == tally.latency)
+    }
+}

@@ -13,7 +13,8 @@ import Synchronization
 public final class AsyncFetchExecutor: PhaseExecutor {
     let engine: FetchEngine
     let slots: Int
-    let sslContext: NIOSSLContext
+    /// Made when first needed, as the blocking engine's (``OnceValue``).
+    let sslContext: OnceValue<NIOSSLContext>
 
     public init(engine: FetchEngine, slots: Int) throws(LoadgenError) {
         self.engine = engine
@@ -25,11 +26,15 @@ public final class AsyncFetchExecutor: PhaseExecutor {
         } else if let caFile = engine.spec.caFile {
             configuration.additionalTrustRoots = [.file(caFile)]
         }
-        do {
-            self.sslContext = try NIOSSLContext(configuration: configuration)
-        } catch {
-            throw .usage("The TLS settings cannot be used: \(error).")
+        let settings = configuration
+        self.sslContext = OnceValue { () throws(LoadgenError) in
+            do {
+                return try NIOSSLContext(configuration: settings)
+            } catch {
+                throw .usage("The TLS settings cannot be used: \(error).")
+            }
         }
+        if engine.needsTLSUpFront { _ = try self.sslContext.get() }
     }
 
     /// Event loops for `slots` connections: one per 32 connections, at most one per core. A loop keeps far more
@@ -123,7 +128,7 @@ final class LoopShared: @unchecked Sendable {
 final class FetchSlot: @unchecked Sendable {
     // Every property below is read and written only on `loop` (start/abort hop onto it): the loop is the lock.
     private let engine: FetchEngine
-    private let ssl: NIOSSLContext
+    private let ssl: OnceValue<NIOSSLContext>
     private let shared: LoopShared
     private var loop: any EventLoop { self.shared.loop }
     private let control: WorkerControl
@@ -160,7 +165,7 @@ final class FetchSlot: @unchecked Sendable {
     private var timeoutTimer: Scheduled<Void>?
     private var timeoutTimerAt: UInt64 = 0
 
-    init(engine: FetchEngine, ssl: NIOSSLContext, shared: LoopShared, share: Share, control: WorkerControl,
+    init(engine: FetchEngine, ssl: OnceValue<NIOSSLContext>, shared: LoopShared, share: Share, control: WorkerControl,
          done: @escaping @Sendable (WorkerResult) -> Void) {
         self.engine = engine
         self.ssl = ssl
@@ -258,9 +263,17 @@ final class FetchSlot: @unchecked Sendable {
         self.origin = target
         self.reused = false
         let generation = current.generation
-        let ssl = self.ssl
         let host = target.host
         let isTLS = target.isTLS
+        var ssl: NIOSSLContext?
+        if isTLS {
+            do throws(LoadgenError) {
+                ssl = try self.ssl.get()
+            } catch {
+                return self.complete(.failure(FetchFailure(.tls, "TLS could not be set up for \(target): \(error.message)")),
+                                     dropConnection: true)
+            }
+        }
         let remaining = (current.start &+ self.engine.spec.timeoutNanos) &- MonotonicClock.nowNanos()
         var bootstrap = ClientBootstrap(group: self.loop)
         if let policy = self.engine.destinations {
@@ -271,7 +284,7 @@ final class FetchSlot: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if isTLS {
+                    if let ssl {
                         let isAddress = TargetURL.isAddressLiteral(host)
                         try channel.pipeline.syncOperations.addHandler(
                             NIOSSLClientHandler(context: ssl, serverHostname: isAddress ? nil : host))

@@ -78,7 +78,7 @@ public final class BlockingHTTPClient {
     }
 
     private let timeoutNanos: UInt64
-    private let tls: TLSContext?
+    private let tls: OnceValue<TLSContext>?
     private var connection: Connection?
     /// Resolved addresses by host and port (each sockaddr carries the port it was resolved for).
     private var resolved: [Endpoint: [(family: Int32, address: [UInt8])]] = [:]
@@ -92,7 +92,11 @@ public final class BlockingHTTPClient {
     /// Where this client may connect (nil: anywhere); applied to every resolved address before it is used.
     private let destinations: DestinationPolicy?
 
-    public init(timeoutNanos: UInt64, tls: TLSContext?, destinations: DestinationPolicy? = nil) {
+    public convenience init(timeoutNanos: UInt64, tls: TLSContext?, destinations: DestinationPolicy? = nil) {
+        self.init(timeoutNanos: timeoutNanos, lazyTLS: tls.map { context in OnceValue { context } }, destinations: destinations)
+    }
+
+    init(timeoutNanos: UInt64, lazyTLS tls: OnceValue<TLSContext>?, destinations: DestinationPolicy? = nil) {
         self.timeoutNanos = timeoutNanos
         self.tls = tls
         self.destinations = destinations
@@ -257,9 +261,16 @@ public final class BlockingHTTPClient {
             }
             var connection = Connection(fd: fd, ssl: nil, origin: target, used: false)
             if target.isTLS {
-                guard let tls = self.tls else {
+                guard let lazy = self.tls else {
                     close(fd)
                     return FetchFailure(.tls, "\(target) needs TLS, which this run was not set up for")
+                }
+                let tls: TLSContext
+                do throws(LoadgenError) {
+                    tls = try lazy.get()
+                } catch {
+                    close(fd)
+                    return FetchFailure(.tls, "TLS could not be set up for \(target): \(error.message)")
                 }
                 switch Self.handshake(fd: fd, host: target.host, tls: tls, deadline: deadline) {
                 case .success(let ssl): connection.ssl = ssl

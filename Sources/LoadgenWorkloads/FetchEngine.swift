@@ -13,7 +13,8 @@ public final class FetchEngine: WorkloadEngine {
     public let targets: [TargetURL]
     /// Each target's request bytes, made once.
     let requests: [[UInt8]]
-    let tls: TLSContext?
+    /// The TLS settings of the blocking clients, made when first needed (``OnceValue``).
+    let tls: OnceValue<TLSContext>
     /// Where this run may connect, the agent's policy (nil: anywhere).
     public let destinations: DestinationPolicy?
 
@@ -24,9 +25,15 @@ public final class FetchEngine: WorkloadEngine {
         for url in spec.urls { targets.append(try TargetURL.parse(url)) }
         self.targets = targets
         self.requests = targets.map { HTTPRequestBytes.make(method: spec.method, target: $0) }
-        // TLS is set up whenever it might be needed: an https target, or a redirect to one.
-        self.tls = try TLSContext(caFile: spec.caFile, verify: !spec.insecureTLS)
+        // TLS is set up when it is needed: now for an https target or a CA file (so a bad one refuses the run), on
+        // the first redirect to https otherwise.
+        let (caFile, verify) = (spec.caFile, !spec.insecureTLS)
+        self.tls = OnceValue { () throws(LoadgenError) in try TLSContext(caFile: caFile, verify: verify) }
+        if self.needsTLSUpFront { _ = try self.tls.get() }
     }
+
+    /// An https target or a CA file: TLS is set up before the run rather than on first use.
+    var needsTLSUpFront: Bool { self.spec.caFile != nil || self.targets.contains(where: \.isTLS) }
 
     public func totalOperations(phase: Phase) -> UInt64? {
         self.spec.totalRequests.map(UInt64.init)
@@ -47,7 +54,7 @@ public final class FetchEngine: WorkloadEngine {
     }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
-        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls, destinations: self.destinations)
+        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, lazyTLS: self.tls, destinations: self.destinations)
         let stop = control.stop
         var schedule = self.schedule(share: share, control: control)
         MonotonicClock.sleep(untilNanos: control.startAtNanos)

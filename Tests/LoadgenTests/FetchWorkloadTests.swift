@@ -237,6 +237,28 @@ struct FetchWorkloadTests {
         }
     }
 
+    /// A plain-HTTP run sets TLS up only when a redirect first leads to https (making it loads the trust store),
+    /// and the redirect then works as if it had been set up from the start.
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func aRedirectToHTTPSSetsTLSUpWhenFirstNeeded(mode: ExecutionMode) async throws {
+        let dir = try TestSupport.makeTemporaryDirectory("lgtls")
+        defer { TestSupport.remove(dir) }
+        let (_, context) = try TestHTTPServer.makeCertificates(in: dir)
+        let engine = try FetchEngine(spec: FetchSpec(urls: ["http://127.0.0.1:1/"], repeatCount: 1))
+        #expect(!engine.tls.isMade)
+        #expect(try FetchEngine(spec: FetchSpec(urls: ["https://127.0.0.1:1/"], repeatCount: 1)).tls.isMade)
+        try await TestHTTPServer.with(tls: context) { secure in
+            try await TestHTTPServer.with { plain in
+                let tally = try RunHarness.tally(await RunHarness.perform(
+                    Self.request([plain.url("/https/\(secure.port)")], mode: mode, workers: 1, requests: 3, insecure: true),
+                    phases: [.main]))
+                #expect(tally.ops == 3, "\(tally.errorSamples)")
+                #expect(tally.redirects == 3)
+                #expect(secure.requests == 3)
+            }
+        }
+    }
+
     static func unusedPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }

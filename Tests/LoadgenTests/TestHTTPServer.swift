@@ -12,6 +12,7 @@ import Synchronization
 ///     /loop           302 to itself, forever         /big/BYTES        a body of BYTES, streamed
 ///     /trickle        headers, then a byte every 200 ms, forever   /goto/HOST   302 to http://HOST:PORT/
 ///     /close          a body delimited by closing     /chunked          a chunked body of 3 chunks
+///     /https/PORT     302 to https://127.0.0.1:PORT/
 ///
 /// `pause` holds every response until it ends, like a stalled server. Requests are counted as they arrive.
 final class TestHTTPServer: Sendable {
@@ -160,6 +161,9 @@ private final class ScriptedHTTPHandler: ChannelInboundHandler {
             // An absolute redirect to another host, same port.
             let host = segments.count > 1 ? String(segments[1]) : "127.0.0.1"
             simple(302, "", extra: "Location: http://\(host):\(context.channel.localAddress?.port ?? 0)/\r\n")
+        case "https":
+            // A redirect to https on 127.0.0.1 at the given port.
+            simple(302, "", extra: "Location: https://127.0.0.1:\(segments.count > 1 ? String(segments[1]) : "443")/\r\n")
         case "loop":
             simple(302, "", extra: "Location: /loop\r\n")
         case "close":

@@ -137,3 +137,26 @@ extension WireMessage.Interval {
                   redirects: binary.redirects == 0 ? nil : binary.redirects, targets: targets.isEmpty ? nil : targets)
     }
 }
+
+extension WireMessage.Interval {
+    /// The interval as protocol 4 carries it (the `Interval` message of frames.proto, without the frame around it):
+    /// the run store keeps each interval in this form, exactly as it was received.
+    public func binaryBody() throws(LoadgenError) -> [UInt8] {
+        do {
+            return try Loadgen_Wire_V4_Interval(self).serializedBytes()
+        } catch {
+            throw .protocolViolation("An interval could not be encoded: \(error).")
+        }
+    }
+
+    /// An interval kept by ``binaryBody()``.
+    public init(binaryBody bytes: [UInt8]) throws(LoadgenError) {
+        let message: Loadgen_Wire_V4_Interval
+        do {
+            message = try Loadgen_Wire_V4_Interval(serializedBytes: bytes, options: BinaryFrames.decodingOptions)
+        } catch {
+            throw .protocolViolation("A stored interval could not be decoded: \(error).")
+        }
+        try self.init(message)
+    }
+}

@@ -158,6 +158,26 @@ public struct RunReport: Codable, Sendable, Hashable {
     }
 
     /// `2026-11-25T21:45:12.345Z`.
+    /// The instant ``iso8601(wallNanos:)`` wrote, to the millisecond; nil for any other text.
+    public static func wallNanos(iso8601 text: String) -> UInt64? {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 24, bytes[4] == 45, bytes[7] == 45, bytes[10] == 84, bytes[13] == 58, bytes[16] == 58,
+              bytes[19] == 46, bytes[23] == 90 else { return nil }
+        func number(_ range: Range<Int>) -> Int32? { Int32(String(decoding: bytes[range], as: UTF8.self)) }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10), let hour = number(11..<13),
+              let minute = number(14..<16), let second = number(17..<19), let millis = number(20..<23) else { return nil }
+        var parts = tm()
+        parts.tm_year = year - 1900
+        parts.tm_mon = month - 1
+        parts.tm_mday = day
+        parts.tm_hour = hour
+        parts.tm_min = minute
+        parts.tm_sec = second
+        let seconds = timegm(&parts)
+        guard seconds >= 0 else { return nil }
+        return UInt64(seconds) * 1_000_000_000 + UInt64(millis) * 1_000_000
+    }
+
     public static func iso8601(wallNanos: UInt64) -> String {
         let seconds = Int(wallNanos / 1_000_000_000)
         let millis = Int(wallNanos / 1_000_000 % 1000)

@@ -67,30 +67,15 @@ extension RunStore {
     /// Runs newest first, filtered.
     public func listRuns(_ filter: RunFilter) throws(LoadgenError) -> [RunListing] {
         try self.read { db in
-            var clauses: [String] = []
-            var arguments: [any DatabaseValueConvertible] = []
-            if let label = filter.label { clauses.append("label = ?"); arguments.append(label) }
-            if let workload = filter.workload { clauses.append("workload = ?"); arguments.append(workload) }
-            if let mode = filter.mode { clauses.append("mode = ?"); arguments.append(mode) }
-            if let status = filter.status { clauses.append("status = ?"); arguments.append(status) }
-            if let since = filter.sinceWallNanos { clauses.append("startedAtNanos >= ?"); arguments.append(Int64(since)) }
-            let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-            arguments.append(filter.limit)
-            return try Row.fetchAll(db, sql: """
-                SELECT id, label, workload, mode, workers, agentCount, status, target, startedAt, endedAt, durationNanos,
-                       ops, errors, opsPerSecond, mibPerSecond, p50Micros, p99Micros, message
-                FROM run \(whereClause) ORDER BY startedAtNanos DESC, id DESC LIMIT ?
-                """, arguments: StatementArguments(arguments)).map(Self.listing)
+            var query = RunRow.all()
+            if let label = filter.label { query = query.filter(RunRow.Columns.label == label) }
+            if let workload = filter.workload { query = query.filter(RunRow.Columns.workload == workload) }
+            if let mode = filter.mode { query = query.filter(RunRow.Columns.mode == mode) }
+            if let status = filter.status { query = query.filter(RunRow.Columns.status == status) }
+            if let since = filter.sinceWallNanos { query = query.filter(RunRow.Columns.startedAtNanos >= Int64(since)) }
+            return try query.order(RunRow.Columns.startedAtNanos.desc, RunRow.Columns.id.desc).limit(filter.limit)
+                .fetchAll(db).map(\.listing)
         }
-    }
-
-    private static func listing(_ row: Row) -> RunListing {
-        RunListing(runID: row["id"], label: row["label"], workload: row["workload"], mode: row["mode"],
-                   workers: row["workers"], agents: row["agentCount"], status: row["status"], target: row["target"],
-                   startedAt: row["startedAt"], endedAt: row["endedAt"],
-                   durationS: (row["durationNanos"] as Int64?).map { Double($0) / 1e9 }, ops: row["ops"],
-                   errors: row["errors"], opsPerS: row["opsPerSecond"], mibPerS: row["mibPerSecond"],
-                   p50Us: row["p50Micros"], p99Us: row["p99Micros"], message: row["message"])
     }
 
     /// The run id a person typed: an exact id, a unique prefix, `last`, or `last~N` (the N-th before the last).
@@ -121,81 +106,74 @@ extension RunStore {
         }
     }
 
-    /// The report of a run: as the coordinator printed it, or rebuilt from what was stored for a run still going.
+    /// The report of a run, computed from what its agents reported (its intervals and phase_dones) by the code the
+    /// coordinator ran, so a finished run's report is the one it printed; a run still going gets its report so far.
+    /// Runs stored by a loadgen before migration 0002 are read from the report they kept.
     public func report(runID: String) throws(LoadgenError) -> RunReport? {
-        let stored: (String?, UInt64, String)? = try self.read { db in
-            try Row.fetchOne(db, sql: "SELECT report, startedAtNanos, loadgenVersion FROM run WHERE id = ?", arguments: [runID])
-                .map { ($0["report"], UInt64($0["startedAtNanos"] as Int64), $0["loadgenVersion"]) }
-        }
-        guard let (json, started, version) = stored else { return nil }
-        if let json, let report = try? FrameCodec.makeDecoder().decode(RunReport.self, from: Data(json.utf8)) {
+        guard let run: RunRow = try self.read({ db in try RunRow.fetchOne(db, key: runID) }) else { return nil }
+        if let json = run.report, let report = try? FrameCodec.makeDecoder().decode(RunReport.self, from: Data(json.utf8)) {
             return report
         }
         guard let aggregate = try self.loadAggregate(runID: runID) else { return nil }
-        return RunReport(aggregate: aggregate, startedAtWallNanos: started, endedAtWallNanos: MonotonicClock.wallNanos(),
-                         loadgenVersion: version, message: nil)
+        return RunReport(aggregate: aggregate, startedAtWallNanos: UInt64(run.startedAtNanos),
+                         endedAtWallNanos: run.endedAtNanos.map { UInt64($0) } ?? MonotonicClock.wallNanos(),
+                         loadgenVersion: run.loadgenVersion, message: run.message)
     }
 
     /// A run's interval series, per agent and phase, in order.
     public func intervals(runID: String) throws(LoadgenError) -> [StoredInterval] {
         try self.read { db in
+            let agents = try AgentRow.filter(AgentRow.Columns.runID == runID).fetchAll(db)
+            let names = Dictionary(agents.map { ($0.agentIndex, $0.agentID) }, uniquingKeysWith: { a, _ in a })
+            let rows = try IntervalRow.filter(IntervalRow.Columns.runID == runID)
+                .order(IntervalRow.Columns.agentIndex, SQL("CASE phase WHEN 'main' THEN 0 ELSE 1 END"), IntervalRow.Columns.seq)
+                .fetchAll(db)
             var previous: [String: Int64] = [:]
-            return try Row.fetchAll(db, sql: """
-                SELECT a.agentID, i.phase, i.seq, i.elapsedNanos, i.ops, i.bytes, i.errors, i.errorsByKind, i.p50Micros,
-                       i.p99Micros, i.maxMicros
-                FROM intervalReport i JOIN runAgent a ON a.runID = i.runID AND a.agentIndex = i.agentIndex
-                WHERE i.runID = ? ORDER BY i.agentIndex, CASE i.phase WHEN 'main' THEN 0 ELSE 1 END, i.seq
-                """, arguments: [runID]).map { row in
-                let agent: String = row["agentID"]
-                let phase: String = row["phase"]
-                let elapsed: Int64 = row["elapsedNanos"]
-                let key = agent + "/" + phase
-                let span = max(1, elapsed - (previous[key] ?? 0))
-                previous[key] = elapsed
-                let ops: Int64 = row["ops"]
-                let kinds = (try? FrameCodec.makeDecoder().decode(ErrorCounts.self, from: Data((row["errorsByKind"] as String).utf8)))?.dictionary ?? [:]
-                return StoredInterval(agent: agent, phase: phase, seq: row["seq"], elapsedS: Double(elapsed) / 1e9,
-                                      ops: ops, bytes: row["bytes"], errors: row["errors"], errorsByKind: kinds,
-                                      opsPerS: Double(ops) / (Double(span) / 1e9), p50Us: row["p50Micros"],
-                                      p99Us: row["p99Micros"], maxUs: row["maxMicros"])
+            return rows.compactMap { row -> StoredInterval? in
+                guard let agent = names[row.agentIndex] else { return nil }
+                let key = agent + "/" + row.phase
+                let span = max(1, row.elapsedNanos - (previous[key] ?? 0))
+                previous[key] = row.elapsedNanos
+                let kinds = (try? FrameCodec.makeDecoder().decode(ErrorCounts.self, from: Data(row.errorsByKind.utf8)))?.dictionary ?? [:]
+                return StoredInterval(agent: agent, phase: row.phase, seq: row.seq, elapsedS: Double(row.elapsedNanos) / 1e9,
+                                      ops: row.ops, bytes: row.bytes, errors: row.errors, errorsByKind: kinds,
+                                      opsPerS: Double(row.ops) / (Double(span) / 1e9), p50Us: row.p50Micros,
+                                      p99Us: row.p99Micros, maxUs: row.maxMicros)
             }
         }
     }
 
-    /// Rebuilds a run's aggregate from its stored request, agents and intervals (for runs that never finished).
+    /// Rebuilds a run's aggregate from its stored request, agents, intervals and phase_dones: what the coordinator
+    /// held when the run ended (or, for a run that never finished, when its last report was stored).
     func loadAggregate(runID: String) throws(LoadgenError) -> RunAggregate? {
-        typealias Loaded = (String, [RunAggregate.AgentState], [(Int, String)])
+        typealias Loaded = (RunRow, [AgentRow], [IntervalRow], [PhaseDoneRecord])
         let loaded: Loaded? = try self.read { db in
-            guard let requestJSON = try String.fetchOne(db, sql: "SELECT request FROM run WHERE id = ?", arguments: [runID]) else {
-                return nil
-            }
-            let agents = try Row.fetchAll(db, sql: "SELECT * FROM runAgent WHERE runID = ? ORDER BY agentIndex", arguments: [runID]).map { row in
-                var state = RunAggregate.AgentState(agentID: row["agentID"], host: row["host"], address: row["address"],
-                                                    rttNanos: UInt64(row["rttNanos"] as Int64),
-                                                    clockOffsetNanos: row["clockOffsetNanos"])
-                state.status = RunStatus(rawValue: row["status"]) ?? .running
-                state.message = row["message"]
-                state.runDirectory = row["runDirectory"]
-                return state
-            }
-            let intervals = try Row.fetchAll(db, sql: """
-                SELECT agentIndex, phase, seq, elapsedNanos, ops, bytes, errorsByKind, histogram, latencySumNanos FROM intervalReport
-                WHERE runID = ? ORDER BY agentIndex, seq
-                """, arguments: [runID]).map { row -> (Int, String) in
-                let json = #"{"run_id":"\#(runID)","phase":"\#(row["phase"] as String)","seq":\#(row["seq"] as Int),"elapsed_nanos":\#(row["elapsedNanos"] as Int64),"ops":\#(row["ops"] as Int64),"bytes":\#(row["bytes"] as Int64),"errors":\#(row["errorsByKind"] as String),"error_samples":{},"latency":\#(row["histogram"] as String),"latency_sum_nanos":\#(row["latencySumNanos"] as Int64)}"#
-                return (row["agentIndex"], json)
-            }
-            return (requestJSON, agents, intervals)
+            guard let run = try RunRow.fetchOne(db, key: runID) else { return nil }
+            let agents = try AgentRow.filter(AgentRow.Columns.runID == runID).order(AgentRow.Columns.agentIndex).fetchAll(db)
+            let intervals = try IntervalRow.filter(IntervalRow.Columns.runID == runID)
+                .order(IntervalRow.Columns.agentIndex, IntervalRow.Columns.seq).fetchAll(db)
+            let dones = try PhaseDoneRecord.filter(PhaseDoneRecord.Columns.runID == runID).fetchAll(db)
+            return (run, agents, intervals, dones)
         }
-        guard let (requestJSON, agents, intervals) = loaded,
-              let request = try? FrameCodec.makeDecoder().decode(RunRequest.self, from: Data(requestJSON.utf8))
+        guard let (run, agentRows, intervals, dones) = loaded,
+              let request = try? FrameCodec.makeDecoder().decode(RunRequest.self, from: Data(run.request.utf8))
         else { return nil }
-        var aggregate = RunAggregate(request: request, agents: agents)
-        let decoder = FrameCodec.makeDecoder()
-        for (index, json) in intervals where index < aggregate.agents.count {
-            if let interval = try? decoder.decode(WireMessage.Interval.self, from: Data(json.utf8)) {
-                _ = try? aggregate.apply(agent: index, interval: interval)
-            }
+        var aggregate = RunAggregate(request: request, agents: agentRows.map { row in
+            RunAggregate.AgentState(agentID: row.agentID, host: row.host, address: row.address,
+                                    rttNanos: UInt64(bitPattern: row.rttNanos), clockOffsetNanos: row.clockOffsetNanos)
+        })
+        let count = aggregate.agents.count
+        for row in intervals where row.agentIndex < count {
+            if let interval = try? row.interval() { _ = try? aggregate.apply(agent: row.agentIndex, interval: interval) }
+        }
+        for record in dones where record.agentIndex < count {
+            if let done = record.done { aggregate.apply(agent: record.agentIndex, phaseDone: done) }
+        }
+        // How each agent ended, as the coordinator recorded it.
+        for (index, row) in agentRows.enumerated() {
+            aggregate.agents[index].status = RunStatus(rawValue: row.status) ?? .running
+            aggregate.agents[index].message = row.message
+            aggregate.agents[index].runDirectory = row.runDirectory
         }
         return aggregate
     }

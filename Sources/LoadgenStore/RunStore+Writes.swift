@@ -100,11 +100,13 @@ extension RunStore {
     public func appendIntervals(_ records: [IntervalRecord], seenAtWallNanos: UInt64) async throws(LoadgenError) {
         guard !records.isEmpty else { return }
         try await self.asyncWrite { db in
+            // The interval itself is its protocol-4 body (the canonical form); the other columns are what
+            // `history show` lists. `histogram` holds text only in runs stored before migration 0002.
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO intervalReport (runID, agentIndex, phase, seq, elapsedNanos, receivedAtNanos, ops, bytes,
                                             errors, errorsByKind, p50Micros, p99Micros, maxMicros, histogram,
-                                            latencySumNanos)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                            latencySumNanos, body)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)
                 """)
             var runs = Set<String>()
             for record in records {
@@ -117,7 +119,7 @@ extension RunStore {
                     record.runID, record.agentIndex, i.phase.rawValue, i.seq, Int64(i.elapsedNanos),
                     Int64(record.receivedAtWallNanos), Int64(i.ops), Int64(i.bytes), Int64(i.errors.total),
                     i.errors.isEmpty ? "{}" : Self.json(i.errors), us(latency.p50Nanos), us(latency.p99Nanos),
-                    us(latency.maxNanos), i.latency.jsonText, Int64(bitPattern: i.latencySumNanos)])
+                    us(latency.maxNanos), Int64(bitPattern: i.latencySumNanos), Data(try i.binaryBody())])
                 runs.insert(record.runID)
             }
             for run in runs {
@@ -127,34 +129,32 @@ extension RunStore {
         }
     }
 
-    /// Records how a run ended, all in one transaction: the summary, per-agent figures, the merged histogram and
-    /// errors of each phase, and the report as `--json` printed it.
+    /// Records how a run ended, all in one transaction: each agent's phase_done (with the intervals, the run as it
+    /// is kept), and the run's and agents' summary figures, which history lists and filters by.
     public func finishRun(_ report: RunReport, aggregate: RunAggregate) async throws(LoadgenError) {
-        let reportJSON = Self.json(report)
-        let phases: [(Phase, String, [(ErrorKind, UInt64, String?)])] = Phase.allCases.filter { aggregate.hasPhase($0) }.map { phase in
-            let tally = aggregate.clusterTally(phase)
-            return (phase, Self.json(SparseHistogram(tally.latency)),
-                    tally.errors.nonzero.map { ($0.kind, $0.count, tally.errorSamples[$0.kind]) })
-        }
         let agentRows = report.perAgent.enumerated().map { index, agent in
             (index, agent, aggregate.agents[index].phase(.main).done)
         }
+        let dones: [(Int, WireMessage.PhaseDone)] = aggregate.agents.enumerated().flatMap { index, agent in
+            Phase.allCases.compactMap { phase in agent.phases[phase]?.done.map { (index, $0) } }
+        }
         let durationNanos = aggregate.clusterDurationNanos(.main)
         let cleanupDuration = aggregate.hasPhase(.cleanup) ? aggregate.clusterDurationNanos(.cleanup) : nil
+        let endedAtNanos = RunReport.wallNanos(iso8601: report.endedAt).map { Int64($0) }
         try await self.asyncWrite { db in
             let l = report.latencyUs
             try db.execute(sql: """
-                UPDATE run SET status = ?, message = ?, endedAt = ?, durationNanos = ?, ops = ?, bytes = ?, errors = ?,
-                    opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?, p99Micros = ?, p999Micros = ?,
-                    maxMicros = ?, meanMicros = ?, firstDoneNanos = ?, lastDoneNanos = ?, cleanupOps = ?,
-                    cleanupDurationNanos = ?, cleanupOpsPerSecond = ?, report = ?
+                UPDATE run SET status = ?, message = ?, endedAt = ?, endedAtNanos = ?, durationNanos = ?, ops = ?,
+                    bytes = ?, errors = ?, opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?,
+                    p99Micros = ?, p999Micros = ?, maxMicros = ?, meanMicros = ?, firstDoneNanos = ?, lastDoneNanos = ?,
+                    cleanupOps = ?, cleanupDurationNanos = ?, cleanupOpsPerSecond = ?
                 WHERE id = ?
                 """, arguments: [
-                    report.status.rawValue, report.message, report.endedAt, Int64(durationNanos), Int64(report.ops),
-                    Int64(report.bytes), Int64(report.errors), report.opsPerS, report.mibPerS, l.p50, l.p90, l.p99,
-                    l.p999, l.max, l.mean, Int64(report.firstDoneS * 1e9), Int64(report.lastDoneS * 1e9),
+                    report.status.rawValue, report.message, report.endedAt, endedAtNanos, Int64(durationNanos),
+                    Int64(report.ops), Int64(report.bytes), Int64(report.errors), report.opsPerS, report.mibPerS, l.p50,
+                    l.p90, l.p99, l.p999, l.max, l.mean, Int64(report.firstDoneS * 1e9), Int64(report.lastDoneS * 1e9),
                     report.cleanup.map { Int64($0.ops) }, cleanupDuration.map { Int64($0) }, report.cleanup?.opsPerS,
-                    reportJSON, report.runID])
+                    report.runID])
             for (index, agent, done) in agentRows {
                 try db.execute(sql: """
                     UPDATE runAgent SET status = ?, message = ?, runDirectory = ?, ops = ?, bytes = ?, errors = ?,
@@ -167,13 +167,8 @@ extension RunStore {
                         agent.latencyUs.p99, agent.latencyUs.max, done.map { Int64($0.firstDoneNanos) },
                         done.map { Int64($0.lastDoneNanos) }, report.runID, index])
             }
-            for (phase, histogram, errors) in phases {
-                try db.execute(sql: "INSERT OR REPLACE INTO runHistogram (runID, phase, histogram) VALUES (?, ?, ?)",
-                               arguments: [report.runID, phase.rawValue, histogram])
-                for (kind, count, sample) in errors {
-                    try db.execute(sql: "INSERT OR REPLACE INTO runError (runID, phase, kind, count, sample) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [report.runID, phase.rawValue, kind.rawValue, Int64(count), sample])
-                }
+            for (index, done) in dones {
+                try PhaseDoneRecord(runID: report.runID, agentIndex: index, done: done).insert(db, onConflict: .replace)
             }
         }
     }
@@ -215,15 +210,17 @@ extension RunStore {
                 guard try String.fetchOne(db, sql: "SELECT status FROM run WHERE id = ?", arguments: [id]) == "running" else { return }
                 let l = final.latencyUs
                 try db.execute(sql: """
-                    UPDATE run SET status = 'aborted', message = ?, endedAt = ?, durationNanos = ?, ops = ?, bytes = ?,
-                        errors = ?, opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?, p99Micros = ?,
-                        p999Micros = ?, maxMicros = ?, meanMicros = ?, report = ?
+                    UPDATE run SET status = 'aborted', message = ?, endedAt = ?, endedAtNanos = ?, durationNanos = ?,
+                        ops = ?, bytes = ?, errors = ?, opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?,
+                        p99Micros = ?, p999Micros = ?, maxMicros = ?, meanMicros = ?
                     WHERE id = ?
-                    """, arguments: [final.message, final.endedAt, Int64(final.durationS * 1e9), Int64(final.ops),
-                                     Int64(final.bytes), Int64(final.errors), final.opsPerS, final.mibPerS, l.p50, l.p90,
-                                     l.p99, l.p999, l.max, l.mean, Self.json(final), id])
-                try db.execute(sql: "UPDATE runAgent SET status = 'aborted' WHERE runID = ? AND status = 'running'",
-                               arguments: [id])
+                    """, arguments: [final.message, final.endedAt, Int64(lastSeen), Int64(final.durationS * 1e9),
+                                     Int64(final.ops), Int64(final.bytes), Int64(final.errors), final.opsPerS,
+                                     final.mibPerS, l.p50, l.p90, l.p99, l.p999, l.max, l.mean, id])
+                try db.execute(sql: """
+                    UPDATE runAgent SET status = 'aborted', message = 'The coordinator stopped before the run ended.'
+                    WHERE runID = ? AND status = 'running'
+                    """, arguments: [id])
             }
             marked.append(try self.abandoned(id, agents: aggregate.agents))
         }

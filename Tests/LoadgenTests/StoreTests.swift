@@ -30,8 +30,9 @@ struct StoreTests {
     static func storeFinishedRun(_ store: RunStore, id: String, opsPerInterval: UInt64 = 50, label: String? = "lab",
                                  mode: ExecutionMode = .threads) async throws -> RunReport {
         let request = Self.request(id, label: label, mode: mode)
+        let started = MonotonicClock.wallNanos()
         try await store.insertRun(request, agents: Self.agents(), coordinator: Self.here, loadgenVersion: "test",
-                                  startedAtWallNanos: MonotonicClock.wallNanos())
+                                  startedAtWallNanos: started)
         var aggregate = RunAggregate(request: request, agents: [.init(agentID: "agent0", host: "h0", address: "embedded", rttNanos: 1000, clockOffsetNanos: -5)])
         var records: [IntervalRecord] = []
         for seq in 1...2 {
@@ -44,7 +45,7 @@ struct StoreTests {
                                                    bytes: opsPerInterval * 4, errors: 0, durationNanos: 2_000_000_000,
                                                    firstDoneNanos: 1_900_000_000, lastDoneNanos: 2_000_000_000))
         aggregate.settle()
-        let report = RunReport(aggregate: aggregate, startedAtWallNanos: MonotonicClock.wallNanos(),
+        let report = RunReport(aggregate: aggregate, startedAtWallNanos: started,
                                endedAtWallNanos: MonotonicClock.wallNanos(), loadgenVersion: "test", message: nil)
         try await store.finishRun(report, aggregate: aggregate)
         return report
@@ -93,9 +94,19 @@ struct StoreTests {
         let intervals = try store.intervals(runID: "run-a")
         #expect(intervals.map(\.seq) == [1, 2])
         #expect(intervals.map(\.ops) == [50, 50])
-        let histogram: String? = try await store.reader.read { db in try String.fetchOne(db, sql: "SELECT histogram FROM runHistogram WHERE runID = 'run-a' AND phase = 'main'") }
-        let sparse = try FrameCodec.makeDecoder().decode(SparseHistogram.self, from: Data(try #require(histogram).utf8))
-        #expect(sparse.totalCount == 100)
+        // Kept once: each interval whole (its protocol-4 body) and the agent's phase_done; no copy of the report,
+        // merged histogram or errors.
+        let bodies: [Data] = try await store.reader.read { db in try Data.fetchAll(db, sql: "SELECT body FROM intervalReport WHERE runID = 'run-a' ORDER BY seq") }
+        let kept = try bodies.map { try WireMessage.Interval(binaryBody: Array($0)) }
+        #expect(kept.map(\.seq) == [1, 2])
+        #expect(kept.map { $0.latency.totalCount } == [50, 50])
+        let copies: [Int] = try await store.reader.read { db in
+            [try Int.fetchOne(db, sql: "SELECT count(*) FROM run WHERE report IS NOT NULL") ?? -1,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM runHistogram") ?? -1,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM runError") ?? -1,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM phaseDone WHERE runID = 'run-a'") ?? -1]
+        }
+        #expect(copies == [0, 0, 0, 1])
         let request: String? = try await store.reader.read { db in try String.fetchOne(db, sql: "SELECT request FROM run WHERE id = 'run-a'") }
         #expect(try FrameCodec.makeDecoder().decode(RunRequest.self, from: Data(try #require(request).utf8)) == Self.request("run-a"))
     }
@@ -287,6 +298,59 @@ struct StoreFileTests {
         #expect(compare.stdout.contains("B is"))
         let gate = try await TestSupport.run(["history", "compare", "last", "last", "--fail-if-slower", "0"], environment: env)
         #expect(gate.status == 0)
+    }
+
+    /// What `history show` gives back is the report the coordinator printed, computed again from the intervals and
+    /// phase_dones kept: a write run with its cleanup phase, and a fetch run with statuses, redirects, errors and
+    /// per-URL figures.
+    @Test func historyShowsExactlyTheReportTheCoordinatorPrinted() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let env = ["LOADGEN_DB": dir + "/runs.sqlite"]
+        try await TestHTTPServer.with { server in
+            let runs = [
+                ["coordinate", "--target", dir, "--files", "40", "--mode", "threads,processes", "--json"],
+                ["coordinate", "--target", server.url("/"), "--target", server.url("/status/404"),
+                 "--target", server.url("/redirect/2"), "--target", "http://127.0.0.1:1/", "--requests", "24",
+                 "--mode", "async", "--json"],
+            ]
+            for arguments in runs {
+                let run = try await TestSupport.run(arguments, environment: env)
+                #expect(run.status == 0 || run.status == 1, "\(run.stderr)")
+                for line in run.stdout.split(separator: "\n") {
+                    let printed = try FrameCodec.makeDecoder().decode(RunReport.self, from: Data(line.utf8))
+                    let show = try await TestSupport.run(["history", "show", printed.runID, "--json"], environment: env)
+                    #expect(show.status == 0, "\(show.stderr)")
+                    let shown = try FrameCodec.makeDecoder().decode(RunReport.self, from: Data(show.stdout.utf8))
+                    #expect(shown == printed, "\(printed.runID): \(printed.mode)")
+                }
+            }
+        }
+    }
+
+    /// A store written before migration 0002 keeps its runs: they are read from the report they kept.
+    @Test func runsStoredBeforeTheCanonicalFormAreStillRead() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let path = dir + "/old.sqlite"
+        let report = try await StoreTests.storeFinishedRun(try RunStore.inMemory(), id: "old-run")
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(sql: RunStore.migrations[0].sql)
+            try db.execute(sql: "CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)")
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('0001_initial')")
+            try db.execute(sql: """
+                INSERT INTO run (id, workload, mode, workers, status, target, request, agentCount, loadgenVersion,
+                                 coordinatorHost, coordinatorPid, coordinatorStartTicks, bootID, startedAt, startedAtNanos,
+                                 lastSeenAtNanos, ops, report)
+                VALUES ('old-run', 'write', 'threads', 2, 'completed', '/tmp', ?, 1, 'old', 'h', 1, 1, 'b', ?, 1, 1, 100, ?)
+                """, arguments: [String(decoding: try FrameCodec.makeEncoder().encode(StoreTests.request("old-run")), as: UTF8.self),
+                                 report.startedAt, String(decoding: try FrameCodec.makeEncoder().encode(report), as: UTF8.self)])
+        }
+        try queue.close()
+        let store = try RunStore.open(path: path)
+        #expect(try store.report(runID: "old-run") == report)
+        #expect(try store.listRuns(RunFilter()).map(\.runID) == ["old-run"])
     }
 
     @Test func failIfSlowerExitsOneWhenBIsSlower() async throws {

@@ -16,9 +16,24 @@ CREATE TABLE intervalReport (
     maxMicros REAL,
     histogram TEXT NOT NULL,
     latencySumNanos INTEGER NOT NULL DEFAULT 0
-);
+, body BLOB);
 
 CREATE INDEX intervalReport_run ON intervalReport(runID, agentIndex, phase, seq);
+
+CREATE TABLE phaseDone (
+    runID TEXT NOT NULL REFERENCES run(id) ON DELETE CASCADE,
+    agentIndex INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT,
+    ops INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    durationNanos INTEGER NOT NULL,
+    firstDoneNanos INTEGER NOT NULL,
+    lastDoneNanos INTEGER NOT NULL,
+    PRIMARY KEY (runID, agentIndex, phase)
+);
 
 CREATE TABLE run (
     id TEXT PRIMARY KEY NOT NULL,
@@ -58,7 +73,7 @@ CREATE TABLE run (
     cleanupDurationNanos INTEGER,
     cleanupOpsPerSecond REAL,
     report TEXT
-);
+, endedAtNanos INTEGER);
 
 CREATE TABLE runAgent (
     runID TEXT NOT NULL REFERENCES run(id) ON DELETE CASCADE,

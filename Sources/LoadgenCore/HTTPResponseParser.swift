@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// An incremental HTTP/1.1 response parser: bytes in, response events out. Pure (no I/O), so the blocking client
 /// (sequential, threads, processes) and the event-loop client (async) parse alike, and tests drive it byte by byte.
 ///
@@ -66,8 +69,8 @@ public struct HTTPResponseParser: Sendable {
             case .statusLine, .headers, .chunkSize, .chunkDataEnd, .trailers:
                 // Line-oriented states. A line whole in this buffer is read where it lies; only a line split across
                 // reads is gathered, once, into `line`.
-                var end = i
-                while end < count, input[end] != UInt8(ascii: "\n") { end += 1 }
+                // memchr, vectorized, rather than a loop a byte at a time: most of the parser's time went here.
+                let end = Self.index(of: UInt8(ascii: "\n"), in: input, from: i) ?? count
                 guard self.line.count + (end - i) <= Self.maxLineBytes else {
                     throw .malformed("a header or chunk line longer than \(Self.maxLineBytes) bytes")
                 }
@@ -116,6 +119,14 @@ public struct HTTPResponseParser: Sendable {
         return (i, nil)
     }
 
+    /// The first index at or after `start` holding `byte`, or nil.
+    @inline(__always)
+    static func index(of byte: UInt8, in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        guard start < bytes.count, let base = bytes.baseAddress else { return nil }
+        guard let found = memchr(base + start, Int32(byte), bytes.count - start) else { return nil }
+        return base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+    }
+
     private static func trimmingCR(_ line: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
         line.last == UInt8(ascii: "\r") ? UnsafeBufferPointer(rebasing: line.dropLast()) : line
     }
@@ -160,7 +171,7 @@ public struct HTTPResponseParser: Sendable {
             guard self.headerLines <= Self.maxHeaderLines else {
                 throw .malformed("more than \(Self.maxHeaderLines) header lines")
             }
-            guard let colon = text.firstIndex(of: UInt8(ascii: ":")) else {
+            guard let colon = Self.index(of: UInt8(ascii: ":"), in: text, from: 0) else {
                 throw .malformed("the header line '\(Self.printable(text))' has no colon")
             }
             let name = text[..<colon]

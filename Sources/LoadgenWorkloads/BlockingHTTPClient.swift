@@ -169,8 +169,20 @@ public final class BlockingHTTPClient {
     private func readResponse(_ parser: inout HTTPResponseParser, deadline: UInt64)
         -> Result<HTTPResponseParser.Response, FetchFailure>
     {
+        // The response cannot be there the instant the request went out: on a plain connection, wait for it before
+        // the first read rather than after a read that finds nothing (measured: 2 recvs a request, one of them
+        // EAGAIN, where one is needed).
+        var first = true
         while true {
             let n: Int
+            if first, let connection = self.connection, connection.ssl == nil {
+                switch Self.wait(connection.fd, events: Int16(POLLIN), deadline: deadline) {
+                case .ready: break
+                case .timedOut: return .failure(FetchFailure(.timeout, "the response took longer than the timeout"))
+                case .failed(let e): return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
+                }
+            }
+            first = false
             switch self.read(deadline: deadline) {
             case .success(let count): n = count
             case .failure(let failure): return .failure(failure)

@@ -104,12 +104,9 @@ extension WireMessage.Interval {
         case .UNRECOGNIZED(let raw): throw .protocolViolation("An interval names phase \(raw), which is not a phase.")
         }
         guard binary.seq <= UInt64(Int.max) else { throw .protocolViolation("An interval's seq \(binary.seq) is out of range.") }
-        var errors: [ErrorKind: UInt64] = [:]
-        for (name, count) in binary.errors {
-            guard let kind = ErrorKind(rawValue: name) else {
-                throw .protocolViolation("An interval counts errors of the unknown kind '\(String(name.prefix(64)))'.")
-            }
-            errors[kind, default: 0] &+= count
+        let named = ErrorCounts.named(binary.errors)
+        guard let errors = named.counts else {
+            throw .protocolViolation("An interval counts errors of the unknown kind '\(String((named.unknown ?? "").prefix(64)))'.")
         }
         if !binary.statusClasses.isEmpty, binary.statusClasses.count != 5 {
             throw .protocolViolation("An interval's status_classes must hold 5 counts (1xx to 5xx); got \(binary.statusClasses.count).")
@@ -130,7 +127,7 @@ extension WireMessage.Interval {
             targets.append(tally)
         }
         self.init(runID: binary.runID, phase: phase, seq: Int(binary.seq), elapsedNanos: binary.elapsedNanos,
-                  ops: binary.ops, bytes: binary.bytes, errors: ErrorCounts(errors), errorSamples: binary.errorSamples,
+                  ops: binary.ops, bytes: binary.bytes, errors: errors, errorSamples: binary.errorSamples,
                   latency: SparseHistogram(packed: binary.latency.buckets, min: binary.latency.min, max: binary.latency.max),
                   latencySumNanos: binary.latencySumNanos,
                   statusClasses: binary.statusClasses.isEmpty ? nil : binary.statusClasses,

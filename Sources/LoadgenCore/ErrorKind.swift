@@ -130,16 +130,24 @@ public struct ErrorCounts: Hashable, Sendable, Codable {
         Dictionary(uniqueKeysWithValues: self.nonzero.map { ($0.kind.rawValue, $0.count) })
     }
 
-    public init(from decoder: any Decoder) throws {
-        let raw = try [String: UInt64](from: decoder)
-        self.init()
+    /// Counts by kind name (as the JSON and binary messages carry them); nil, with the first name that is not an
+    /// error kind, when one is not.
+    static func named(_ raw: [String: UInt64]) -> (counts: ErrorCounts?, unknown: String?) {
+        var counts = ErrorCounts()
         for (name, count) in raw {
-            guard let kind = ErrorKind(rawValue: name) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                        debugDescription: "Unknown error kind '\(name)'."))
-            }
-            self.counts[kind.index] &+= count
+            guard let kind = ErrorKind(rawValue: name) else { return (nil, name) }
+            counts.counts[kind.index] &+= count
         }
+        return (counts, nil)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let named = Self.named(try [String: UInt64](from: decoder))
+        guard let counts = named.counts else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "Unknown error kind '\(named.unknown ?? "")'."))
+        }
+        self = counts
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -103,8 +103,8 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         self.max = max
     }
 
-    /// The same from (value delta, count) pairs (tests and tools).
-    public init(pairs: [UInt64], min: UInt64, max: UInt64) {
+    /// The same from (value delta, count) pairs (tests).
+    init(pairs: [UInt64], min: UInt64, max: UInt64) {
         var bytes = [UInt8]()
         for number in pairs { Self.appendVarint(number, to: &bytes) }
         self.init(packed: Data(bytes), min: min, max: max)
@@ -127,7 +127,7 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
     }
 
     /// The (value delta, count) pairs (tests).
-    public var deltaPairs: [UInt64] {
+    var deltaPairs: [UInt64] {
         var out: [UInt64] = []
         var previous: UInt64 = 0
         var sink = ClosureSink { value, count in

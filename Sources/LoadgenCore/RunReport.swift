@@ -157,7 +157,6 @@ public struct RunReport: Codable, Sendable, Hashable {
         nanos == 0 ? 0 : Double(count) / (Double(nanos) / 1e9)
     }
 
-    /// `2026-11-25T21:45:12.345Z`.
     /// The instant ``iso8601(wallNanos:)`` wrote, to the millisecond; nil for any other text.
     public static func wallNanos(iso8601 text: String) -> UInt64? {
         let bytes = Array(text.utf8)
@@ -178,6 +177,7 @@ public struct RunReport: Codable, Sendable, Hashable {
         return UInt64(seconds) * 1_000_000_000 + UInt64(millis) * 1_000_000
     }
 
+    /// `2026-11-25T21:45:12.345Z`.
     public static func iso8601(wallNanos: UInt64) -> String {
         let seconds = Int(wallNanos / 1_000_000_000)
         let millis = Int(wallNanos / 1_000_000 % 1000)

@@ -78,7 +78,7 @@ public final class BlockingHTTPClient {
     }
 
     private let timeoutNanos: UInt64
-    private let tls: OnceValue<TLSContext>?
+    private let tls: OnceValue<TLSContext>
     private var connection: Connection?
     /// Resolved addresses by host and port (each sockaddr carries the port it was resolved for).
     private var resolved: [Endpoint: [(family: Int32, address: [UInt8])]] = [:]
@@ -92,11 +92,7 @@ public final class BlockingHTTPClient {
     /// Where this client may connect (nil: anywhere); applied to every resolved address before it is used.
     private let destinations: DestinationPolicy?
 
-    public convenience init(timeoutNanos: UInt64, tls: TLSContext?, destinations: DestinationPolicy? = nil) {
-        self.init(timeoutNanos: timeoutNanos, lazyTLS: tls.map { context in OnceValue { context } }, destinations: destinations)
-    }
-
-    init(timeoutNanos: UInt64, lazyTLS tls: OnceValue<TLSContext>?, destinations: DestinationPolicy? = nil) {
+    init(timeoutNanos: UInt64, tls: OnceValue<TLSContext>, destinations: DestinationPolicy? = nil) {
         self.timeoutNanos = timeoutNanos
         self.tls = tls
         self.destinations = destinations
@@ -129,9 +125,6 @@ public final class BlockingHTTPClient {
             case .failure(let failure)?:
                 return .failure(failure)
             case .success(let hop)?:
-                if hop.target.isTLS, self.tls == nil {
-                    return .failure(FetchFailure(.tls, "a redirect to \(hop.target) needs TLS, which this run was not set up for"))
-                }
                 (target, method, request, redirects) = (hop.target, hop.method, hop.request, hop.redirects)
             }
         }
@@ -169,21 +162,12 @@ public final class BlockingHTTPClient {
     private func readResponse(_ parser: inout HTTPResponseParser, deadline: UInt64)
         -> Result<HTTPResponseParser.Response, FetchFailure>
     {
-        // The response cannot be there the instant the request went out: on a plain connection, wait for it before
-        // the first read rather than after a read that finds nothing (measured: 2 recvs a request, one of them
-        // EAGAIN, where one is needed).
+        // The response cannot be there the instant the request went out: the first read waits for it first.
         var first = true
         while true {
             let n: Int
-            if first, let connection = self.connection, connection.ssl == nil {
-                switch Self.wait(connection.fd, events: Int16(POLLIN), deadline: deadline) {
-                case .ready: break
-                case .timedOut: return .failure(FetchFailure(.timeout, "the response took longer than the timeout"))
-                case .failed(let e): return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
-                }
-            }
-            first = false
-            switch self.read(deadline: deadline) {
+            defer { first = false }
+            switch self.read(deadline: deadline, waitFirst: first) {
             case .success(let count): n = count
             case .failure(let failure): return .failure(failure)
             }
@@ -273,13 +257,9 @@ public final class BlockingHTTPClient {
             }
             var connection = Connection(fd: fd, ssl: nil, origin: target, used: false)
             if target.isTLS {
-                guard let lazy = self.tls else {
-                    close(fd)
-                    return FetchFailure(.tls, "\(target) needs TLS, which this run was not set up for")
-                }
                 let tls: TLSContext
                 do throws(LoadgenError) {
-                    tls = try lazy.get()
+                    tls = try self.tls.get()
                 } catch {
                     close(fd)
                     return FetchFailure(.tls, "TLS could not be set up for \(target): \(error.message)")
@@ -412,9 +392,12 @@ public final class BlockingHTTPClient {
         }
     }
 
-    /// Reads what is there into the buffer (0 at end of stream).
-    private func read(deadline: UInt64) -> Result<Int, FetchFailure> {
+    /// Reads what is there into the buffer (0 at end of stream). With `waitFirst`, a plain connection waits for data
+    /// before its first recv rather than after one that finds nothing (measured: two recvs a request, one of them
+    /// EAGAIN, where one is needed).
+    private func read(deadline: UInt64, waitFirst: Bool = false) -> Result<Int, FetchFailure> {
         guard let connection = self.connection else { return .failure(FetchFailure(.read, "no connection")) }
+        var wait = waitFirst && connection.ssl == nil
         while true {
             if let ssl = connection.ssl {
                 let n = SSL_read(ssl, self.buffer.baseAddress, Int32(self.buffer.count))
@@ -436,13 +419,16 @@ public final class BlockingHTTPClient {
                     return .failure(FetchFailure(.read, "reading the response failed: \(TLSContext.lastError())"))
                 }
             }
-            let n = recv(connection.fd, self.buffer.baseAddress, self.buffer.count, 0)
-            if n >= 0 { return .success(n) }
-            let e = errno
-            if e == EINTR { continue }
-            guard e == EAGAIN || e == EWOULDBLOCK else {
-                return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
+            if !wait {
+                let n = recv(connection.fd, self.buffer.baseAddress, self.buffer.count, 0)
+                if n >= 0 { return .success(n) }
+                let e = errno
+                if e == EINTR { continue }
+                guard e == EAGAIN || e == EWOULDBLOCK else {
+                    return .failure(FetchFailure(.read, "reading the response failed: \(errnoDescription(e))"))
+                }
             }
+            wait = false
             switch Self.wait(connection.fd, events: Int16(POLLIN), deadline: deadline) {
             case .ready: continue
             case .timedOut: return .failure(FetchFailure(.timeout, "the response took longer than the timeout"))

@@ -54,7 +54,7 @@ public final class FetchEngine: WorkloadEngine {
     }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
-        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, lazyTLS: self.tls, destinations: self.destinations)
+        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls, destinations: self.destinations)
         let stop = control.stop
         var schedule = self.schedule(share: share, control: control)
         MonotonicClock.sleep(untilNanos: control.startAtNanos)

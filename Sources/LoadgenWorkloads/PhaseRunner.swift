@@ -35,7 +35,7 @@ public struct PhaseRunner: Sendable {
                     if due > now {
                         do { try await Task.sleep(for: .nanoseconds(Int64(due - now))) } catch { break }
                     }
-                    let handed = mailbox.takeHanded()
+                    let handed = mailbox.take()
                     totals.add(handed.tally)
                     await emit(.interval(.init(runID: runID, phase: phase, seq: seq,
                                                elapsedNanos: MonotonicClock.nowNanos() &- startAtNanos, handed: handed)))
@@ -57,7 +57,7 @@ public struct PhaseRunner: Sendable {
         // The phase lasts until its slowest worker finished, plus the finishing step (a final sync): the time
         // spent stopping the reporter is bookkeeping, not the workload's.
         let duration = lastDone &+ (end &- finishStart)
-        let last = mailbox.takeHanded()
+        let last = mailbox.take()
         totals.add(last.tally)
         await emit(.interval(.init(runID: runID, phase: phase, seq: nextSeq, elapsedNanos: duration, handed: last)))
         let sums = totals.value

@@ -186,16 +186,8 @@ public final class TallyMailbox: TallySink {
         }
     }
 
-    /// Everything handed over since the last call, as one tally (tests; a dense histogram).
-    public func take() -> Tally {
-        let handed = self.takeHanded()
-        var tally = handed.tally
-        for part in handed.sparse { if let dense = try? part.histogram() { tally.latency.add(dense) } }
-        return tally
-    }
-
     /// Everything handed over since the last call, as it was handed.
-    public func takeHanded() -> Handed {
+    public func take() -> Handed {
         let fresh = Handed(tally: Tally(targetCount: self.targetCount))
         return self.pending.withLock { pending in
             let taken = pending

@@ -6,7 +6,8 @@ import Glibc
 /// (an unbounded set of messages would grow memory with the run); each kind keeps one sample message.
 ///
 /// File-system kinds carry the errno name; HTTP kinds follow wrk's split (connect, read, write, timeout) plus
-/// DNS, TLS, protocol and redirect failures, and destinations the agent's policy refuses.
+/// DNS, TLS, protocol and redirect failures, destinations the agent's policy refuses, and responses that fail
+/// `--expect-status` or `--expect-body`.
 public enum ErrorKind: String, CaseIterable, Codable, Sendable, Hashable {
     // File system, by errno name.
     case noSpace = "ENOSPC"
@@ -40,6 +41,10 @@ public enum ErrorKind: String, CaseIterable, Codable, Sendable, Hashable {
     /// A destination the agent's policy refuses (--allow-host, --allow-cidr, --deny-cidr), met mid-run: a DNS
     /// answer that changed, or a redirect. No connection was made to it.
     case policy
+    /// A response whose status `--expect-status` does not accept.
+    case status
+    /// A response whose body lacks the `--expect-body` text.
+    case body
     // Execution.
     case workerLost = "worker"
 

@@ -21,6 +21,8 @@ public struct HTTPResponseParser: Sendable {
         /// The server asked to close the connection (or the body ran to EOF): it cannot be reused.
         public var closesConnection: Bool
         public var location: String?
+        /// With a body expectation: whether its text was in the first 64 KiB of the body.
+        public var bodyMatched: Bool = false
     }
 
     private enum State: Sendable, Hashable {
@@ -50,11 +52,22 @@ public struct HTTPResponseParser: Sendable {
     private var location: String?
     private var bodyBytes: UInt64 = 0
     private let isHead: Bool
+    /// `--expect-body`: the text searched for as the body streams past, and how far the search has got.
+    private let expectation: BodyExpectation?
+    private var search = BodyExpectation.Progress()
     /// Whether any byte of this response has arrived (a connection that dies before one was a stale keep-alive).
     public private(set) var started = false
 
-    public init(isHead: Bool = false) {
+    public init(isHead: Bool = false, expectation: BodyExpectation? = nil) {
         self.isHead = isHead
+        self.expectation = expectation
+    }
+
+    /// Shows body bytes to the expectation's search, when there is one.
+    @inline(__always)
+    private mutating func sawBody(_ input: UnsafeBufferPointer<UInt8>, _ from: Int, _ count: Int) {
+        guard let expectation = self.expectation, count > 0 else { return }
+        expectation.scan(UnsafeBufferPointer(rebasing: input[from..<(from + count)]), &self.search)
     }
 
     /// Feeds bytes; returns how many were consumed (the rest belong to the next response on the connection) and
@@ -95,6 +108,7 @@ public struct HTTPResponseParser: Sendable {
                 if self.state == .done { return (i, self.finish()) }
             case .fixedBody(let remaining):
                 let take = UInt64(min(UInt64(count - i), remaining))
+                self.sawBody(input, i, Int(take))
                 self.bodyBytes &+= take
                 i += Int(take)
                 let left = remaining - take
@@ -105,11 +119,13 @@ public struct HTTPResponseParser: Sendable {
                 self.state = .fixedBody(remaining: left)
             case .chunkData(let remaining):
                 let take = UInt64(min(UInt64(count - i), remaining))
+                self.sawBody(input, i, Int(take))
                 self.bodyBytes &+= take
                 i += Int(take)
                 let left = remaining - take
                 self.state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
             case .untilClose:
+                self.sawBody(input, i, count - i)
                 self.bodyBytes &+= UInt64(count - i)
                 i = count
             case .done:
@@ -146,7 +162,8 @@ public struct HTTPResponseParser: Sendable {
     }
 
     private mutating func finish() -> Response {
-        Response(status: self.status, bodyBytes: self.bodyBytes, closesConnection: self.closes, location: self.location)
+        Response(status: self.status, bodyBytes: self.bodyBytes, closesConnection: self.closes, location: self.location,
+                 bodyMatched: self.search.found)
     }
 
     /// One line, without its CR LF, zero-based.
@@ -303,12 +320,5 @@ public struct HTTPResponseParser: Sendable {
 
     static func printable(_ bytes: some Collection<UInt8>) -> String {
         String(decoding: bytes.prefix(80).map { $0 >= 32 && $0 < 127 ? $0 : UInt8(ascii: "?") }, as: UTF8.self)
-    }
-}
-
-/// The bytes of one request, made once per target and reused for every request to it.
-public enum HTTPRequestBytes {
-    public static func make(method: HTTPMethod, target: TargetURL) -> [UInt8] {
-        Array("\(method.rawValue) \(target.pathAndQuery) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nUser-Agent: loadgen\r\nAccept: */*\r\n\r\n".utf8)
     }
 }

@@ -51,6 +51,13 @@ public struct RunComparison: Codable, Sendable, Hashable {
             if wa.fsync != wb.fsync { differences.append("fsync \(wa.fsync.rawValue) vs \(wb.fsync.rawValue)") }
             if wa.target != wb.target { differences.append("target \(wa.target) vs \(wb.target)") }
         }
+        if let fa = a.fetch, let fb = b.fetch {
+            if fa.urls != fb.urls { differences.append("URLs (\(fa.urls.count) vs \(fb.urls.count))") }
+            if fa.keepAlive != fb.keepAlive { differences.append("keep-alive \(fa.keepAlive ? "on" : "off") vs \(fb.keepAlive ? "on" : "off")") }
+        }
+        if a.tlsLibrary != b.tlsLibrary {
+            differences.append("TLS library \(a.tlsLibrary ?? "none") vs \(b.tlsLibrary ?? "none")")
+        }
         if a.status != .completed || b.status != .completed {
             differences.append("status \(a.status.rawValue) vs \(b.status.rawValue)")
         }

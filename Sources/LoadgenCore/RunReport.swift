@@ -34,6 +34,9 @@ public struct RunReport: Codable, Sendable, Hashable {
     public var perURL: [URLReport]?
     public var write: WriteSpec?
     public var fetch: FetchSpec?
+    /// The TLS library the mode's HTTP client uses, for a fetch run with https URLs: an https comparison of modes
+    /// also compares TLS libraries.
+    public var tlsLibrary: String?
     public var perAgent: [AgentReport]
 
     public struct PhaseReport: Codable, Sendable, Hashable {
@@ -70,6 +73,8 @@ public struct RunReport: Codable, Sendable, Hashable {
 
     public struct URLReport: Codable, Sendable, Hashable {
         public var url: String
+        /// The method of the URL's requests (absent in runs stored before methods were per URL).
+        public var method: String?
         public var ops: UInt64
         public var errors: UInt64
         public var bytes: UInt64
@@ -121,7 +126,7 @@ public struct RunReport: Codable, Sendable, Hashable {
             if let urls = request.fetch?.urls {
                 self.perURL = urls.enumerated().map { index, url in
                     let t = index < main.targets.count ? main.targets[index] : TargetTally()
-                    return URLReport(url: url, ops: t.ops, errors: t.errors, bytes: t.bytes,
+                    return URLReport(url: url, method: request.fetch?.method(of: index).rawValue, ops: t.ops, errors: t.errors, bytes: t.bytes,
                                      meanLatencyUs: t.ops > 0 ? Double(t.latencyNanosSum) / Double(t.ops) / 1000 : 0,
                                      maxLatencyUs: Double(t.latencyNanosMax) / 1000,
                                      statusClasses: Self.statusClassDictionary(t.statusClasses))
@@ -129,7 +134,10 @@ public struct RunReport: Codable, Sendable, Hashable {
             }
         }
         self.write = request.write
-        self.fetch = request.fetch
+        self.fetch = request.fetch?.redacted
+        if let fetch = request.fetch, fetch.urls.contains(where: { $0.lowercased().hasPrefix("https:") }) {
+            self.tlsLibrary = request.mode.tlsLibrary
+        }
         self.perAgent = aggregate.agents.indices.map { i in
             let agent = aggregate.agents[i]
             let phase = agent.phase(.main)

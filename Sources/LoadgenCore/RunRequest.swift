@@ -29,6 +29,12 @@ public enum ExecutionMode: String, CaseIterable, Codable, Sendable, Hashable {
         return modes
     }
 
+    /// The TLS library of the mode's HTTP client: the event loops use BoringSSL, which swift-nio-ssl builds in; the
+    /// blocking clients use the system's OpenSSL (a thread per connection, blocking calls: NIO's TLS needs a loop).
+    public var tlsLibrary: String {
+        self == .async ? "BoringSSL (swift-nio-ssl)" : "OpenSSL (system)"
+    }
+
     /// The modes a list names itself, leaving out those only `all` brings in.
     public static func named(in text: String) -> Set<ExecutionMode> {
         Set(Self.names(in: text).compactMap { ExecutionMode(rawValue: $0) })
@@ -83,7 +89,7 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     public var expectedBytes: Double { Double(self.files) * self.size.meanBytes }
 }
 
-/// The fetch workload: GET (or HEAD) a list of URLs.
+/// The fetch workload: requests to a list of URLs, each GET by default or with its own method, headers and body.
 public struct FetchSpec: Hashable, Sendable, Codable {
     public var urls: [String]
     /// The URL list is cycled this many times (the tutorial's `list * 10`) when neither requests nor duration is set.
@@ -98,15 +104,33 @@ public struct FetchSpec: Hashable, Sendable, Codable {
     public var rampTo: Double?
     /// Bounds connect and the whole request, however the server trickles bytes.
     public var timeoutNanos: UInt64
+    /// The method of every request a targets file does not give one.
     public var method: HTTPMethod
     /// Trust this PEM file of CA certificates (in addition to the system's).
     public var caFile: String?
     /// Skip certificate verification (explicitly asked for).
     public var insecureTLS: Bool
+    /// `--header`s, sent with every request.
+    public var headers: [HTTPHeader]
+    /// The bodies requests send (each once, however many targets use it).
+    public var bodies: [RequestBody]
+    /// `--body-file`: the index in `bodies` of the body of every request a targets file does not give one.
+    public var body: Int?
+    /// From a targets file in vegeta's format: what each URL's requests add, one entry per URL (nil: none do).
+    public var requestTargets: [RequestTarget]?
+    /// `--expect-status`: any other final status is an error of kind `status`.
+    public var expectStatus: String?
+    /// `--expect-body`: a final response whose first 64 KiB lack this text is an error of kind `body`.
+    public var expectBody: String?
+    /// False with `--no-keepalive`: a new connection for every request, its connect time inside the latency.
+    public var keepAlive: Bool
 
     public init(urls: [String], repeatCount: Int = 1, requests: Int? = nil, durationNanos: UInt64? = nil,
                 rate: Double? = nil, rampTo: Double? = nil, timeoutNanos: UInt64 = 30_000_000_000,
-                method: HTTPMethod = .get, caFile: String? = nil, insecureTLS: Bool = false) {
+                method: HTTPMethod = .get, caFile: String? = nil, insecureTLS: Bool = false,
+                headers: [HTTPHeader] = [], bodies: [RequestBody] = [], body: Int? = nil,
+                requestTargets: [RequestTarget]? = nil, expectStatus: String? = nil, expectBody: String? = nil,
+                keepAlive: Bool = true) {
         self.urls = urls
         self.repeatCount = repeatCount
         self.requests = requests
@@ -117,6 +141,40 @@ public struct FetchSpec: Hashable, Sendable, Codable {
         self.method = method
         self.caFile = caFile
         self.insecureTLS = insecureTLS
+        self.headers = headers
+        self.bodies = bodies
+        self.body = body
+        self.requestTargets = requestTargets
+        self.expectStatus = expectStatus
+        self.expectBody = expectBody
+        self.keepAlive = keepAlive
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case urls, repeatCount, requests, durationNanos, rate, rampTo, timeoutNanos, method, caFile, insecureTLS
+        case headers, bodies, body, requestTargets, expectStatus, expectBody, keepAlive
+    }
+
+    /// Runs stored before headers, bodies and checks existed decode with none of them.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.urls = try c.decode([String].self, forKey: .urls)
+        self.repeatCount = try c.decode(Int.self, forKey: .repeatCount)
+        self.requests = try c.decodeIfPresent(Int.self, forKey: .requests)
+        self.durationNanos = try c.decodeIfPresent(UInt64.self, forKey: .durationNanos)
+        self.rate = try c.decodeIfPresent(Double.self, forKey: .rate)
+        self.rampTo = try c.decodeIfPresent(Double.self, forKey: .rampTo)
+        self.timeoutNanos = try c.decode(UInt64.self, forKey: .timeoutNanos)
+        self.method = try c.decode(HTTPMethod.self, forKey: .method)
+        self.caFile = try c.decodeIfPresent(String.self, forKey: .caFile)
+        self.insecureTLS = try c.decode(Bool.self, forKey: .insecureTLS)
+        self.headers = try c.decodeIfPresent([HTTPHeader].self, forKey: .headers) ?? []
+        self.bodies = try c.decodeIfPresent([RequestBody].self, forKey: .bodies) ?? []
+        self.body = try c.decodeIfPresent(Int.self, forKey: .body)
+        self.requestTargets = try c.decodeIfPresent([RequestTarget].self, forKey: .requestTargets)
+        self.expectStatus = try c.decodeIfPresent(String.self, forKey: .expectStatus)
+        self.expectBody = try c.decodeIfPresent(String.self, forKey: .expectBody)
+        self.keepAlive = try c.decodeIfPresent(Bool.self, forKey: .keepAlive) ?? true
     }
 
     /// The highest rate the run asks for (its ramp's end when that is higher).
@@ -129,11 +187,33 @@ public struct FetchSpec: Hashable, Sendable, Codable {
         if self.durationNanos != nil { return self.requests }
         return self.requests ?? self.urls.count * self.repeatCount
     }
-}
 
-public enum HTTPMethod: String, Codable, Sendable, Hashable, CaseIterable {
-    case get = "GET"
-    case head = "HEAD"
+    /// The method of URL `index`'s requests.
+    public func method(of index: Int) -> HTTPMethod {
+        self.requestTargets?[index].method ?? self.method
+    }
+
+    /// What URL `index`'s requests send: its method, the run's headers then its own, its body or the run's.
+    public func blueprint(of index: Int) -> RequestBlueprint {
+        let target = self.requestTargets?[index]
+        let bodyIndex = target?.body ?? self.body
+        let body = bodyIndex.flatMap { self.bodies[$0].data.map { [UInt8]($0) } }
+        return RequestBlueprint(method: target?.method ?? self.method, headers: self.headers + (target?.headers ?? []),
+                                body: body, closes: !self.keepAlive)
+    }
+
+    /// The spec as reports and the store keep it: secret header values hidden, bodies by file and size only.
+    public var redacted: FetchSpec {
+        var copy = self
+        copy.headers = self.headers.map(\.redacted)
+        copy.requestTargets = self.requestTargets?.map { target in
+            var t = target
+            t.headers = target.headers.map(\.redacted)
+            return t
+        }
+        copy.bodies = self.bodies.map { var b = $0; b.data = nil; return b }
+        return copy
+    }
 }
 
 /// One run as the coordinator asks every agent to perform it. Counts are per agent.
@@ -175,6 +255,13 @@ public struct RunRequest: Hashable, Sendable, Codable {
         self.workers = mode == .sequential ? 1 : workers
         self.seed = seed
         self.intervalNanos = intervalNanos
+    }
+
+    /// The request as reports and the store keep it: secret header values hidden, bodies by file and size only.
+    public var redacted: RunRequest {
+        var copy = self
+        copy.fetch = self.fetch?.redacted
+        return copy
     }
 
     /// The hard limits every request must respect, whatever an agent's policy allows.
@@ -237,6 +324,11 @@ extension WriteSpec {
 }
 
 extension FetchSpec {
+    /// Whether every URL's requests use this method.
+    func method(ofAll method: HTTPMethod) -> Bool {
+        self.urls.indices.allSatisfy { self.method(of: $0) == method }
+    }
+
     public func validate() throws(LoadgenError) {
         guard !self.urls.isEmpty else { throw .usage("The URL list is empty: give at least one http:// or https:// URL.") }
         guard self.urls.count <= RunRequest.Limits.maxURLs else {
@@ -266,6 +358,44 @@ extension FetchSpec {
         guard self.timeoutNanos > 0 else { throw .usage("--timeout must be longer than zero.") }
         if self.insecureTLS, self.caFile != nil {
             throw .usage("--insecure-tls skips certificate checks, so --ca-file would be ignored: give one or the other.")
+        }
+        guard self.headers.count <= HTTPHeader.maxCount else {
+            throw .usage("\(self.headers.count) headers are more than loadgen's limit of \(HTTPHeader.maxCount).")
+        }
+        for header in self.headers { try header.validate() }
+        var total = 0
+        for body in self.bodies {
+            guard let data = body.data, data.count == body.size else {
+                throw .usage("The body from '\(body.file)' did not come with its \(body.size) bytes.")
+            }
+            total += data.count
+        }
+        guard total <= RequestBody.maxTotalBytes else {
+            throw .usage("The request bodies hold \(total) bytes together, more than loadgen's limit of \(RequestBody.maxTotalBytes).")
+        }
+        if let body = self.body, !self.bodies.indices.contains(body) {
+            throw .usage("The body \(body) is not one of the run's \(self.bodies.count) bodies.")
+        }
+        if let targets = self.requestTargets {
+            guard targets.count == self.urls.count else {
+                throw .usage("The targets give \(targets.count) requests for \(self.urls.count) URLs.")
+            }
+            for (index, target) in targets.enumerated() {
+                guard self.headers.count + target.headers.count <= HTTPHeader.maxCount else {
+                    throw .usage("The request to \(self.urls[index]) has more than \(HTTPHeader.maxCount) headers.")
+                }
+                for header in target.headers { try header.validate() }
+                if let body = target.body, !self.bodies.indices.contains(body) {
+                    throw .usage("The request to \(self.urls[index]) names body \(body), not one of the run's \(self.bodies.count).")
+                }
+            }
+        }
+        if let text = self.expectStatus { _ = try StatusExpectation(parsing: text) }
+        if let text = self.expectBody {
+            _ = try BodyExpectation(text)
+            if self.method(ofAll: .head) {
+                throw .usage("--expect-body looks in response bodies, and every request is a HEAD, whose responses have none.")
+            }
         }
     }
 }

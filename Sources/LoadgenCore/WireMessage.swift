@@ -45,7 +45,7 @@ public enum WireMessage: Sendable, Hashable {
     case failure(Failure)
 
     /// The version of this protocol; a peer speaking another is refused at the handshake.
-    public static let protocolVersion = 4
+    public static let protocolVersion = 5
 
     /// The `type` field of each case.
     public enum Kind: String, CaseIterable, Sendable, Codable {

@@ -74,7 +74,7 @@ struct AgentRow: Codable, FetchableRecord, TableRecord {
     }
 }
 
-/// A row of `intervalReport`: one interval of one agent, kept whole in `body` (protocol 4's Interval message), with
+/// A row of `intervalReport`: one interval of one agent, kept whole in `body` (the Interval message of protocols 4 and 5, byte for byte the same), with
 /// the figures `history show` lists beside it.
 struct IntervalRow: Codable, FetchableRecord, TableRecord {
     static let databaseTableName = "intervalReport"

@@ -73,7 +73,8 @@ extension RunStore {
     public func insertRun(_ request: RunRequest, agents: [AgentRecord], coordinator: ProcessIdentity,
                           loadgenVersion: String, startedAtWallNanos: UInt64) async throws(LoadgenError) {
         let target = request.write?.target ?? request.fetch?.urls.first ?? ""
-        let requestJSON = Self.json(request)
+        // Secret header values and body bytes are not kept (the report names the body files and their sizes).
+        let requestJSON = Self.json(request.redacted)
         let startedAt = RunReport.iso8601(wallNanos: startedAtWallNanos)
         try await self.asyncWrite { db in
             try db.execute(sql: """

@@ -95,6 +95,9 @@ public final class AsyncFetchExecutor: PhaseExecutor {
 final class LoopShared: @unchecked Sendable {
     let loop: any EventLoop
     let requests: [ByteBuffer]
+    /// Each target's: whether its requests are HEADs, and whether they are safe to send again.
+    let isHead: [Bool]
+    let replayable: [Bool]
     private let sink: any TallySink
     private var counts: TickedTally
     /// Slots of this loop that have not finished.
@@ -103,6 +106,8 @@ final class LoopShared: @unchecked Sendable {
     init(loop: any EventLoop, engine: FetchEngine, control: WorkerControl, sink: any TallySink) {
         self.loop = loop
         self.requests = engine.requests.map { ByteBuffer(bytes: $0) }
+        self.isHead = engine.blueprints.map(\.isHead)
+        self.replayable = engine.blueprints.map(\.isReplayable)
         self.sink = sink
         self.counts = TickedTally(control: control, targetCount: engine.targets.count)
     }
@@ -148,7 +153,10 @@ final class FetchSlot: @unchecked Sendable {
         var urlIndex: Int
         var start: UInt64
         var target: TargetURL
-        var method: HTTPMethod
+        /// The request after a redirect changed it (nil: the target's own, ``FetchEngine/blueprints``).
+        var hop: RequestBlueprint?
+        var isHead: Bool
+        var replayable: Bool
         var request: ByteBuffer
         var redirects: Int
         var retried: Bool
@@ -223,9 +231,10 @@ final class FetchSlot: @unchecked Sendable {
             let timeoutAt = start &+ self.engine.spec.timeoutNanos
             self.generation &+= 1
             self.current = InFlight(
-                urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], method: self.engine.spec.method,
+                urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], hop: nil,
+                isHead: self.shared.isHead[urlIndex], replayable: self.shared.replayable[urlIndex],
                 request: self.shared.requests[urlIndex], redirects: 0, retried: false,
-                parser: HTTPResponseParser(isHead: self.engine.spec.method == .head),
+                parser: HTTPResponseParser(isHead: self.shared.isHead[urlIndex], expectation: self.engine.checks.body),
                 timeoutAt: timeoutAt, generation: self.generation)
             self.armTimeout(at: timeoutAt, now: now)
             self.send()
@@ -379,9 +388,11 @@ final class FetchSlot: @unchecked Sendable {
     private func connectionFailed(_ failure: FetchFailure) {
         guard var current = self.current else { return }
         self.dropChannel()
-        if self.reused, !current.retried, !current.parser.started {
+        // As the blocking client: a failed write is always sent again, a failed read only when the request is safe
+        // to repeat.
+        if self.reused, !current.retried, !current.parser.started, current.replayable || failure.kind == .write {
             current.retried = true
-            current.parser = HTTPResponseParser(isHead: current.method == .head)
+            current.parser = HTTPResponseParser(isHead: current.isHead, expectation: self.engine.checks.body)
             self.current = current
             self.send()
             return
@@ -392,11 +403,12 @@ final class FetchSlot: @unchecked Sendable {
     private func responded(_ response: HTTPResponseParser.Response, extraBytes: Bool) {
         guard self.current != nil else { return }
         self.reused = true
-        if response.closesConnection || extraBytes {
+        if response.closesConnection || extraBytes || !self.engine.spec.keepAlive {
             self.dropChannel()
         }
         // The request's state is changed where it lies; only a redirect reads it whole.
-        switch Redirect.next(after: response, from: self.current!.target, method: self.current!.method,
+        let blueprint = self.current!.hop ?? self.engine.blueprints[self.current!.urlIndex]
+        switch Redirect.next(after: response, from: self.current!.target, blueprint: blueprint,
                              redirects: self.current!.redirects) {
         case nil:
             break
@@ -404,16 +416,18 @@ final class FetchSlot: @unchecked Sendable {
             return self.complete(.failure(failure), dropConnection: false)
         case .success(let hop)?:
             self.current!.target = hop.target
-            self.current!.method = hop.method
+            self.current!.hop = hop.blueprint
+            self.current!.isHead = hop.blueprint.isHead
+            self.current!.replayable = hop.blueprint.isReplayable
             self.current!.request = ByteBuffer(bytes: hop.request)
             self.current!.redirects = hop.redirects
-            self.current!.parser = HTTPResponseParser(isHead: hop.method == .head)
+            self.current!.parser = HTTPResponseParser(isHead: hop.blueprint.isHead, expectation: self.engine.checks.body)
             self.current!.retried = false
             self.send()
             return
         }
-        self.complete(.success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes,
-                                             redirects: self.current!.redirects)), dropConnection: false)
+        self.complete(.success(self.engine.checks.judge(response, redirects: self.current!.redirects,
+                                                        isHead: self.current!.isHead)), dropConnection: false)
     }
 
     /// Counts the current request and moves on to the next.

@@ -18,6 +18,16 @@ public struct FetchResponse: Sendable {
     public var status: Int
     public var bodyBytes: UInt64
     public var redirects: Int
+    /// The `--expect-status` or `--expect-body` check the response failed: it counts as that error, not as an op
+    /// (its status still counts in the status classes).
+    public var rejection: FetchFailure?
+
+    public init(status: Int, bodyBytes: UInt64, redirects: Int, rejection: FetchFailure? = nil) {
+        self.status = status
+        self.bodyBytes = bodyBytes
+        self.redirects = redirects
+        self.rejection = rejection
+    }
 }
 
 /// The TLS settings every connection of a run shares: the system's trust roots (plus `--ca-file`), certificate and
@@ -92,7 +102,15 @@ public final class BlockingHTTPClient {
     /// Where this client may connect (nil: anywhere); applied to every resolved address before it is used.
     private let destinations: DestinationPolicy?
 
-    init(timeoutNanos: UInt64, tls: OnceValue<TLSContext>, destinations: DestinationPolicy? = nil) {
+    /// `--expect-status` and `--expect-body`.
+    private let checks: ResponseChecks
+    /// False with `--no-keepalive`: every request gets its own connection.
+    private let keepAlive: Bool
+
+    init(timeoutNanos: UInt64, tls: OnceValue<TLSContext>, destinations: DestinationPolicy? = nil,
+         checks: ResponseChecks, keepAlive: Bool = true) {
+        self.checks = checks
+        self.keepAlive = keepAlive
         self.timeoutNanos = timeoutNanos
         self.tls = tls
         self.destinations = destinations
@@ -105,35 +123,37 @@ public final class BlockingHTTPClient {
     }
 
     /// Performs one request (following redirects) that must finish by `start + timeout`.
-    public func fetch(_ target: TargetURL, method: HTTPMethod, request: [UInt8], startNanos: UInt64)
+    public func fetch(_ target: TargetURL, blueprint: RequestBlueprint, request: [UInt8], startNanos: UInt64)
         -> Result<FetchResponse, FetchFailure>
     {
         let deadline = startNanos &+ self.timeoutNanos
         var target = target
-        var method = method
+        var blueprint = blueprint
         var request = request
         var redirects = 0
         while true {
             let response: HTTPResponseParser.Response
-            switch self.exchange(target, isHead: method == .head, request: request, deadline: deadline) {
+            switch self.exchange(target, isHead: blueprint.isHead, replayable: blueprint.isReplayable, request: request,
+                                 deadline: deadline) {
             case .success(let r): response = r
             case .failure(let failure): return .failure(failure)
             }
-            switch Redirect.next(after: response, from: target, method: method, redirects: redirects) {
+            switch Redirect.next(after: response, from: target, blueprint: blueprint, redirects: redirects) {
             case nil:
-                return .success(FetchResponse(status: response.status, bodyBytes: response.bodyBytes, redirects: redirects))
+                return .success(self.checks.judge(response, redirects: redirects, isHead: blueprint.isHead))
             case .failure(let failure)?:
                 return .failure(failure)
             case .success(let hop)?:
-                (target, method, request, redirects) = (hop.target, hop.method, hop.request, hop.redirects)
+                (target, blueprint, request, redirects) = (hop.target, hop.blueprint, hop.request, hop.redirects)
             }
         }
     }
 
     /// One request and its response on a (possibly reused) connection. A reused connection that the server had
-    /// already closed fails before any response byte: that request is sent again once on a fresh connection (the
-    /// server never saw it).
-    private func exchange(_ target: TargetURL, isHead: Bool, request: [UInt8], deadline: UInt64)
+    /// already closed fails before any response byte: that request is sent again once on a fresh connection, when
+    /// the write failed (the server never saw it) or, after a failed read, when it is safe to repeat (GET, HEAD or
+    /// OPTIONS without a body: Go's rule, since a POST may have been acted on).
+    private func exchange(_ target: TargetURL, isHead: Bool, replayable: Bool, request: [UInt8], deadline: UInt64)
         -> Result<HTTPResponseParser.Response, FetchFailure>
     {
         for attempt in 0..<2 {
@@ -145,14 +165,14 @@ public final class BlockingHTTPClient {
                 if reused, attempt == 0, failure.kind != .timeout { continue }
                 return .failure(failure)
             }
-            var parser = HTTPResponseParser(isHead: isHead)
+            var parser = HTTPResponseParser(isHead: isHead, expectation: self.checks.body)
             switch self.readResponse(&parser, deadline: deadline) {
             case .success(let response):
-                if response.closesConnection { self.disconnect() }
+                if response.closesConnection || !self.keepAlive { self.disconnect() }
                 return .success(response)
             case .failure(let failure):
                 self.disconnect()
-                if reused, attempt == 0, !parser.started, failure.kind == .read { continue }
+                if reused, replayable, attempt == 0, !parser.started, failure.kind == .read { continue }
                 return .failure(failure)
             }
         }

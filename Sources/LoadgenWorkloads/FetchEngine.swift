@@ -11,8 +11,12 @@ import LoadgenCore
 public final class FetchEngine: WorkloadEngine {
     public let spec: FetchSpec
     public let targets: [TargetURL]
+    /// What each target's requests send.
+    let blueprints: [RequestBlueprint]
     /// Each target's request bytes, made once.
     let requests: [[UInt8]]
+    /// `--expect-status` and `--expect-body`.
+    let checks: ResponseChecks
     /// The TLS settings of the blocking clients, made when first needed (``OnceValue``).
     let tls: OnceValue<TLSContext>
     /// Where this run may connect, the agent's policy (nil: anywhere).
@@ -24,7 +28,9 @@ public final class FetchEngine: WorkloadEngine {
         var targets: [TargetURL] = []
         for url in spec.urls { targets.append(try TargetURL.parse(url)) }
         self.targets = targets
-        self.requests = targets.map { HTTPRequestBytes.make(method: spec.method, target: $0) }
+        self.blueprints = targets.indices.map { spec.blueprint(of: $0) }
+        self.requests = zip(self.blueprints, targets).map { $0.bytes(for: $1) }
+        self.checks = try ResponseChecks(spec: spec)
         // TLS is set up when it is needed: now for an https target or a CA file (so a bad one refuses the run), on
         // the first redirect to https otherwise.
         let (caFile, verify) = (spec.caFile, !spec.insecureTLS)
@@ -54,7 +60,8 @@ public final class FetchEngine: WorkloadEngine {
     }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
-        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls, destinations: self.destinations)
+        let client = BlockingHTTPClient(timeoutNanos: self.spec.timeoutNanos, tls: self.tls, destinations: self.destinations,
+                                        checks: self.checks, keepAlive: self.spec.keepAlive)
         let stop = control.stop
         var schedule = self.schedule(share: share, control: control)
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
@@ -67,8 +74,8 @@ public final class FetchEngine: WorkloadEngine {
                 // Sleep towards the due time in slices, so a stop is still seen within 100 ms.
                 MonotonicClock.sleep(untilNanos: min(due, MonotonicClock.nowNanos() &+ 100_000_000))
             case .send(let urlIndex, let start):
-                let result = client.fetch(self.targets[urlIndex], method: self.spec.method, request: self.requests[urlIndex],
-                                          startNanos: start)
+                let result = client.fetch(self.targets[urlIndex], blueprint: self.blueprints[urlIndex],
+                                          request: self.requests[urlIndex], startNanos: start)
                 let end = MonotonicClock.nowNanos()
                 counts.record(result, urlIndex: urlIndex, latencyNanos: end &- start)
                 counts.tick(end, to: sink)
@@ -159,9 +166,17 @@ extension Tally {
     mutating func count(_ result: Result<FetchResponse, FetchFailure>, urlIndex: Int, latencyNanos: UInt64) -> Bool {
         switch result {
         case .success(let response):
+            let statusClass = min(max(response.status / 100, 1), 5) - 1
+            if let rejection = response.rejection {
+                self.statusClasses[statusClass] &+= 1
+                self.redirects &+= UInt64(response.redirects)
+                self.targets[urlIndex].statusClasses[statusClass] &+= 1
+                self.recordError(rejection.kind, rejection.message)
+                self.targets[urlIndex].errors &+= 1
+                return false
+            }
             self.ops &+= 1
             self.bytes &+= response.bodyBytes
-            let statusClass = min(max(response.status / 100, 1), 5) - 1
             self.statusClasses[statusClass] &+= 1
             self.redirects &+= UInt64(response.redirects)
             self.targets[urlIndex].ops &+= 1

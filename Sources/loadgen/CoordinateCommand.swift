@@ -26,6 +26,9 @@ struct CoordinateCommand: AsyncParsableCommand {
               loadgen coordinate --target /dev/shm --files 100000 --size 2 --mode threads --workers 2
               loadgen coordinate --target /data --files 1000000 --size 1k-64k --dirs 100 --fsync end --keep
               loadgen coordinate --target /tmp --mode sequential,threads --workers 100 --label tutorial --json
+              loadgen coordinate --target http://10.0.0.5/ --requests 10000 --mode async --workers 64
+              loadgen coordinate --target http://10.0.0.5/api --method POST --body-file order.json --expect-status 2xx
+              loadgen coordinate --targets-file requests.http --rate 500 --duration 1m --mode async
 
             Exit status: 0 every run completed; 1 a run failed, was partial or aborted; 2 the request was refused
             before anything started.
@@ -77,8 +80,10 @@ struct CoordinateCommand: AsyncParsableCommand {
     /// Everything the command will run, checked before anything starts.
     func plan() throws(LoadgenError) -> RunPlan {
         var targets = self.run.targets
+        var fileEntries: [TargetsFile.Entry] = []
         if let file = self.fetch.targetsFile {
-            targets += try FetchOptions.readTargetsFile(file)
+            fileEntries = try TargetsFile.read(file)
+            targets += fileEntries.map(\.url)
         }
         guard !targets.isEmpty else {
             throw .usage("Give a --target: a directory for the write workload, or an http:// or https:// URL to fetch.")
@@ -97,7 +102,8 @@ struct CoordinateCommand: AsyncParsableCommand {
         let seed = self.run.seed ?? UInt64.random(in: 0...UInt64.max)
         if !urls.isEmpty {
             try self.write.checkUnused()
-            let spec = try self.fetch.spec(urls: urls)
+            let commandLine = self.run.targets.map { TargetsFile.Entry(url: $0) }
+            let spec = try self.fetch.spec(entries: commandLine + fileEntries)
             let modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .fetch)
             let probe = RunRequest(runID: "check", label: label, fetch: spec, mode: .threads, workers: workers, seed: seed,
                                    intervalNanos: interval)
@@ -234,7 +240,9 @@ struct WriteOptions: ParsableArguments {
 
 /// Options of the fetch workload.
 struct FetchOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("A file of URLs to fetch, one per line (# starts a comment).", valueName: "FILE"))
+    @Option(help: ArgumentHelp(
+        "A file of URLs to fetch, one per line (# starts a comment), or of requests in vegeta's http format ('POST URL', header lines, '@BODYFILE'; README: Targets files).",
+        valueName: "FILE"))
     var targetsFile: String?
 
     @Option(help: ArgumentHelp("Requests each agent makes, cycling through the URLs (default: the URL list once, times --repeat).", valueName: "N"))
@@ -255,8 +263,25 @@ struct FetchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Bound on connecting and on the whole request, however slowly the server sends (default 30s).", valueName: "DURATION"))
     var timeout: String?
 
-    @Option(help: ArgumentHelp("GET or HEAD.", valueName: "METHOD"))
+    @Option(help: ArgumentHelp("GET (default), HEAD, POST, PUT, PATCH, DELETE or OPTIONS: every request's, unless a targets file gives its own.", valueName: "METHOD"))
     var method: String?
+
+    @Option(name: .customLong("header"), help: ArgumentHelp(
+        "A header sent with every request (repeatable); replaces loadgen's own Host, User-Agent or Accept of that name.",
+        valueName: "'NAME: VALUE'"))
+    var headers: [String] = []
+
+    @Option(help: ArgumentHelp("Send this file's bytes as every request's body, with a Content-Length (a targets file's @FILE wins).", valueName: "FILE"))
+    var bodyFile: String?
+
+    @Option(help: ArgumentHelp("Count any other final status as an error of kind 'status': codes and classes, 200,201 or 2xx.", valueName: "LIST"))
+    var expectStatus: String?
+
+    @Option(help: ArgumentHelp("Count a final response whose first 64 KiB of body lack TEXT as an error of kind 'body'.", valueName: "TEXT"))
+    var expectBody: String?
+
+    @Flag(help: "A new connection for every request (Connection: close), its connect and TLS handshake inside the latency.")
+    var noKeepalive = false
 
     @Option(help: ArgumentHelp("Trust the CA certificates in this PEM file (as well as the system's).", valueName: "FILE"))
     var caFile: String?
@@ -264,23 +289,8 @@ struct FetchOptions: ParsableArguments {
     @Flag(help: "Skip TLS certificate verification (explicitly insecure).")
     var insecureTls = false
 
-    static func readTargetsFile(_ path: String) throws(LoadgenError) -> [String] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw .usage("The targets file '\(path)' cannot be read.")
-        }
-        let urls = text.split(whereSeparator: \.isNewline).compactMap { line -> String? in
-            let body = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-            let trimmed = body.trimmingCharacters(in: .whitespaces)
-            return trimmed.isEmpty ? nil : trimmed
-        }
-        guard !urls.isEmpty else { throw .usage("The targets file '\(path)' lists no URLs.") }
-        if let bad = urls.first(where: { !$0.contains("://") }) {
-            throw .usage("The targets file '\(path)' holds '\(bad)', which is not an http:// or https:// URL.")
-        }
-        return urls
-    }
-
-    func spec(urls: [String]) throws(LoadgenError) -> FetchSpec {
+    func spec(entries: [TargetsFile.Entry]) throws(LoadgenError) -> FetchSpec {
+        let urls = entries.map(\.url)
         var durationNanos: UInt64?
         if let duration {
             guard let nanos = DurationText.parseNanos(duration), nanos > 0 else {
@@ -298,16 +308,39 @@ struct FetchOptions: ParsableArguments {
         var method = HTTPMethod.get
         if let text = self.method {
             guard let m = HTTPMethod(rawValue: text.uppercased()) else {
-                throw .usage("The method '\(text)' is not GET or HEAD.")
+                throw .usage("The method '\(text)' is not an HTTP method such as GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.")
             }
             method = m
+        }
+        var headers: [HTTPHeader] = []
+        for text in self.headers { headers.append(try HTTPHeader.parse(text)) }
+        // Each body file is read once, however many targets name it.
+        var bodies: [RequestBody] = []
+        var bodyIndex: [String: Int] = [:]
+        func body(_ path: String) throws(LoadgenError) -> Int {
+            if let index = bodyIndex[path] { return index }
+            bodies.append(try RequestBody.read(path))
+            bodyIndex[path] = bodies.count - 1
+            return bodies.count - 1
+        }
+        let runBody = try self.bodyFile.map { path throws(LoadgenError) in try body(path) }
+        var requestTargets: [RequestTarget]?
+        if entries.contains(where: { $0.method != nil || !$0.headers.isEmpty || $0.bodyFile != nil }) {
+            var made: [RequestTarget] = []
+            for entry in entries {
+                made.append(RequestTarget(method: entry.method, headers: entry.headers,
+                                          body: try entry.bodyFile.map { path throws(LoadgenError) in try body(path) }))
+            }
+            requestTargets = made
         }
         if let caFile, !FileManager.default.isReadableFile(atPath: caFile) {
             throw .usage("The CA file '\(caFile)' cannot be read.")
         }
         let spec = FetchSpec(urls: urls, repeatCount: self.repeat ?? 1, requests: self.requests, durationNanos: durationNanos,
                              rate: self.rate, rampTo: self.rampTo, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
-                             insecureTLS: self.insecureTls)
+                             insecureTLS: self.insecureTls, headers: headers, bodies: bodies, body: runBody,
+                             requestTargets: requestTargets, expectStatus: self.expectStatus, expectBody: self.expectBody,
+                             keepAlive: !self.noKeepalive)
         try spec.validate()
         return spec
     }
@@ -318,7 +351,10 @@ struct FetchOptions: ParsableArguments {
                      self.rate != nil ? "--rate" : nil, self.rampTo != nil ? "--ramp-to" : nil,
                      self.repeat != nil ? "--repeat" : nil,
                      self.timeout != nil ? "--timeout" : nil, self.method != nil ? "--method" : nil,
-                     self.caFile != nil ? "--ca-file" : nil, self.insecureTls ? "--insecure-tls" : nil].compactMap { $0 }
+                     self.caFile != nil ? "--ca-file" : nil, self.insecureTls ? "--insecure-tls" : nil,
+                     self.headers.isEmpty ? nil : "--header", self.bodyFile != nil ? "--body-file" : nil,
+                     self.expectStatus != nil ? "--expect-status" : nil, self.expectBody != nil ? "--expect-body" : nil,
+                     self.noKeepalive ? "--no-keepalive" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to fetch runs (http:// or https:// targets), not to writing files.")
         }

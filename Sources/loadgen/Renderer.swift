@@ -119,11 +119,14 @@ final class Renderer: RunObserver {
         let reports = outcomes.map(\.report)
         let base = reports.first { $0.mode == .sequential && $0.status == .completed }?.opsPerS
         let unit = Self.unit(outcomes[0].aggregate.request, phase: .main)
-        var rows = [["mode", "workers", "\(unit)/s", "p50", "p99", "errors", "speed-up", "status"]]
+        // With https URLs the modes also differ in TLS library: the table says which.
+        let tls = reports.contains { $0.tlsLibrary != nil }
+        var rows = [["mode", "workers", "\(unit)/s", "p50", "p99", "errors", "speed-up", "status"] + (tls ? ["tls"] : [])]
         for r in reports {
             rows.append([r.mode.rawValue, String(r.workers), Format.rate(r.opsPerS), Format.latency(us: r.latencyUs.p50),
                          Format.latency(us: r.latencyUs.p99), Format.count(r.errors),
-                         base.map { $0 > 0 ? "\((r.opsPerS / $0).formatted(decimals: 2))x" : "-" } ?? "-", r.status.rawValue])
+                         base.map { $0 > 0 ? "\((r.opsPerS / $0).formatted(decimals: 2))x" : "-" } ?? "-", r.status.rawValue]
+                        + (tls ? [r.tlsLibrary ?? "-"] : []))
         }
         self.human("\n" + Format.table(rows, rightAligned: [1, 2, 3, 4, 5, 6]))
     }
@@ -145,7 +148,12 @@ final class Renderer: RunObserver {
             return parts.joined(separator: ", ")
         }
         if let fetch = request.fetch {
-            return "\(fetch.urls.count) URL\(fetch.urls.count == 1 ? "" : "s")"
+            var parts = ["\(fetch.urls.count) URL\(fetch.urls.count == 1 ? "" : "s")"]
+            let methods = Set(fetch.urls.indices.map { fetch.method(of: $0).rawValue })
+            if methods != ["GET"] { parts.append(methods.sorted().joined(separator: "/")) }
+            if !fetch.bodies.isEmpty { parts.append("\(fetch.bodies.count) bod\(fetch.bodies.count == 1 ? "y" : "ies")") }
+            if !fetch.keepAlive { parts.append("no keep-alive") }
+            return parts.joined(separator: ", ")
         }
         return ""
     }
@@ -175,6 +183,7 @@ final class Renderer: RunObserver {
         if let cleanup = r.cleanup {
             lines.append("  cleanup   \(Format.count(cleanup.ops)) removed in \(Format.seconds(cleanup.durationS))  \(Format.rate(cleanup.opsPerS)) \(unit)/s  p99 \(Format.latency(us: cleanup.latencyUs.p99))")
         }
+        if let tls = r.tlsLibrary { lines.append("  tls       \(tls)") }
         if let message = r.message { lines.append("  note      \(message)") }
         if r.agents == 1, let agent = r.perAgent.first, let dir = agent.runDirectory {
             let fate: String

@@ -13,12 +13,38 @@ import Synchronization
 ///     /trickle        headers, then a byte every 200 ms, forever   /goto/HOST   302 to http://HOST:PORT/
 ///     /close          a body delimited by closing     /chunked          a chunked body of 3 chunks
 ///     /https/PORT     302 to https://127.0.0.1:PORT/
+///     /see-other      303 to /                       /temporary   307 to /      /moved   301 to /
+///     /padded/N/TEXT  200, a body of N 'x' bytes then TEXT
 ///
-/// `pause` holds every response until it ends, like a stalled server. Requests are counted as they arrive.
+/// `pause` holds every response until it ends, like a stalled server. Requests are counted as they arrive, and
+/// each is kept as received (``Received``: method, path, headers, body, connection), so tests check what the server
+/// got rather than what the client meant to send.
 final class TestHTTPServer: Sendable {
     let port: Int
     private let counter = Atomic<Int>(0)
     private let pausedUntil = Atomic<UInt64>(0)
+    private let connectionCounter = Atomic<Int>(0)
+    private let log = Mutex<[Received]>([])
+
+    /// One request as the server parsed it.
+    struct Received: Sendable, Hashable {
+        var method: String
+        var path: String
+        var version: String
+        /// In order, names as sent.
+        var headers: [HTTPHeader]
+        var body: [UInt8]
+        /// Which connection (1, 2, ... in the order accepted) carried it.
+        var connection: Int
+
+        func header(_ name: String) -> [String] {
+            self.headers.filter { $0.name.lowercased() == name.lowercased() }.map(\.value)
+        }
+    }
+
+    var received: [Received] { self.log.withLock { $0 } }
+    /// Connections accepted so far.
+    var connections: Int { self.connectionCounter.load(ordering: .relaxed) }
 
     private init(port: Int) {
         self.port = port
@@ -35,7 +61,12 @@ final class TestHTTPServer: Sendable {
         self.pausedUntil.store(MonotonicClock.nowNanos() &+ UInt64(seconds * 1e9), ordering: .relaxed)
     }
 
-    fileprivate func count() { self.counter.add(1, ordering: .relaxed) }
+    fileprivate func count(_ request: Received) {
+        self.log.withLock { $0.append(request) }
+        self.counter.add(1, ordering: .relaxed)
+    }
+
+    fileprivate func connected() -> Int { self.connectionCounter.add(1, ordering: .relaxed).newValue }
 
     fileprivate var pauseRemainingNanos: UInt64 {
         let until = self.pausedUntil.load(ordering: .relaxed)
@@ -85,13 +116,19 @@ final class TestHTTPServer: Sendable {
     }
 }
 
-/// Parses requests (heads only: the tests send no bodies) and answers by path.
+/// Parses requests (a body by Content-Length) and answers by path.
 private final class ScriptedHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     private let server: TestHTTPServer
     private var pending = ByteBuffer()
     private var busy = false
+    private var connection = 0
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.connection = self.server.connected()
+        context.fireChannelActive()
+    }
 
     init(server: TestHTTPServer) {
         self.server = server
@@ -108,12 +145,25 @@ private final class ScriptedHTTPHandler: ChannelInboundHandler {
         let view = self.pending.readableBytesView
         guard let end = view.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
         let head = String(decoding: view[view.startIndex..<end.lowerBound], as: UTF8.self)
-        self.pending.moveReaderIndex(forwardBy: end.upperBound - view.startIndex)
-        let requestLine = head.split(separator: "\r\n").first ?? ""
+        let lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
+        let requestLine = lines.first ?? ""
         let parts = requestLine.split(separator: " ")
         let path = parts.count > 1 ? String(parts[1]) : "/"
         let isHead = parts.first == "HEAD"
-        self.server.count()
+        var headers: [HTTPHeader] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append(HTTPHeader(name: String(line[..<colon]),
+                                      value: String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)))
+        }
+        let length = headers.first { $0.name.lowercased() == "content-length" }.flatMap { Int($0.value) } ?? 0
+        let headBytes = end.upperBound - view.startIndex
+        guard self.pending.readableBytes >= headBytes + length else { return }  // the body is still coming
+        self.pending.moveReaderIndex(forwardBy: headBytes)
+        let body = self.pending.readBytes(length: length) ?? []
+        self.server.count(TestHTTPServer.Received(method: String(parts.first ?? ""), path: path,
+                                                  version: parts.count > 2 ? String(parts[2]) : "", headers: headers,
+                                                  body: body, connection: self.connection))
         self.busy = true
         let pause = self.server.pauseRemainingNanos
         let loop = context.eventLoop
@@ -166,6 +216,15 @@ private final class ScriptedHTTPHandler: ChannelInboundHandler {
             simple(302, "", extra: "Location: https://127.0.0.1:\(segments.count > 1 ? String(segments[1]) : "443")/\r\n")
         case "loop":
             simple(302, "", extra: "Location: /loop\r\n")
+        case "see-other":
+            simple(303, "", extra: "Location: /\r\n")
+        case "temporary":
+            simple(307, "", extra: "Location: /\r\n")
+        case "moved":
+            simple(301, "", extra: "Location: /\r\n")
+        case "padded":
+            let n = segments.count > 1 ? Int(segments[1]) ?? 0 : 0
+            simple(200, String(repeating: "x", count: n) + (segments.count > 2 ? segments[2] : ""))
         case "close":
             _ = self.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", context: context).always { _ in
                 bound.value.1.close(promise: nil)

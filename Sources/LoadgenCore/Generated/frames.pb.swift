@@ -8,7 +8,10 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// loadgen wire protocol version 4: the binary frames.
+/// loadgen wire protocol version 5: the binary frames.
+///
+/// (Version 5 added request methods, headers, bodies and response checks to the JSON run request; these frames
+/// are byte for byte those of version 4.)
 ///
 /// Every frame on a loadgen byte stream (TCP between coordinator and agents, pipes between an agent and its worker
 /// processes) is a 4-byte big-endian length, at most 1 MiB, then that many bytes of body:
@@ -46,7 +49,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-nonisolated enum Loadgen_Wire_V4_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
+nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   typealias RawValue = Int
   case main // = 0
   case cleanup // = 1
@@ -73,32 +76,32 @@ nonisolated enum Loadgen_Wire_V4_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  static let allCases: [Loadgen_Wire_V4_Phase] = [
+  static let allCases: [Loadgen_Wire_V5_Phase] = [
     .main,
     .cleanup,
   ]
 
 }
 
-nonisolated struct Loadgen_Wire_V4_BinaryFrame: Sendable {
+nonisolated struct Loadgen_Wire_V5_BinaryFrame: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var body: Loadgen_Wire_V4_BinaryFrame.OneOf_Body? = nil
+  var body: Loadgen_Wire_V5_BinaryFrame.OneOf_Body? = nil
 
-  var interval: Loadgen_Wire_V4_Interval {
+  var interval: Loadgen_Wire_V5_Interval {
     get {
       if case .interval(let v)? = body {return v}
-      return Loadgen_Wire_V4_Interval()
+      return Loadgen_Wire_V5_Interval()
     }
     set {body = .interval(newValue)}
   }
 
-  var heartbeat: Loadgen_Wire_V4_Heartbeat {
+  var heartbeat: Loadgen_Wire_V5_Heartbeat {
     get {
       if case .heartbeat(let v)? = body {return v}
-      return Loadgen_Wire_V4_Heartbeat()
+      return Loadgen_Wire_V5_Heartbeat()
     }
     set {body = .heartbeat(newValue)}
   }
@@ -106,8 +109,8 @@ nonisolated struct Loadgen_Wire_V4_BinaryFrame: Sendable {
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   nonisolated enum OneOf_Body: Equatable, Sendable {
-    case interval(Loadgen_Wire_V4_Interval)
-    case heartbeat(Loadgen_Wire_V4_Heartbeat)
+    case interval(Loadgen_Wire_V5_Interval)
+    case heartbeat(Loadgen_Wire_V5_Heartbeat)
 
   }
 
@@ -115,7 +118,7 @@ nonisolated struct Loadgen_Wire_V4_BinaryFrame: Sendable {
 }
 
 /// Both ways, every 500 ms when nothing else went out: the link is alive.
-nonisolated struct Loadgen_Wire_V4_Heartbeat: Sendable {
+nonisolated struct Loadgen_Wire_V5_Heartbeat: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -129,14 +132,14 @@ nonisolated struct Loadgen_Wire_V4_Heartbeat: Sendable {
 
 /// What happened in one interval of a phase; intervals sum exactly to the phase. Every successful operation
 /// records one latency, so `latency` holds exactly `ops` values; an interval where it does not is refused.
-nonisolated struct Loadgen_Wire_V4_Interval: Sendable {
+nonisolated struct Loadgen_Wire_V5_Interval: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   var runID: String = String()
 
-  var phase: Loadgen_Wire_V4_Phase = .main
+  var phase: Loadgen_Wire_V5_Phase = .main
 
   var seq: UInt64 = 0
 
@@ -154,8 +157,8 @@ nonisolated struct Loadgen_Wire_V4_Interval: Sendable {
   /// One message per error kind seen, at most 500 characters.
   var errorSamples: Dictionary<String,String> = [:]
 
-  var latency: Loadgen_Wire_V4_Histogram {
-    get {_latency ?? Loadgen_Wire_V4_Histogram()}
+  var latency: Loadgen_Wire_V5_Histogram {
+    get {_latency ?? Loadgen_Wire_V5_Histogram()}
     set {_latency = newValue}
   }
   /// Returns true if `latency` has been explicitly set.
@@ -172,13 +175,13 @@ nonisolated struct Loadgen_Wire_V4_Interval: Sendable {
   var redirects: UInt64 = 0
 
   /// Fetch: per target URL, in the order of the request's URL list; empty for one URL.
-  var targets: [Loadgen_Wire_V4_TargetTally] = []
+  var targets: [Loadgen_Wire_V5_TargetTally] = []
 
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
 
-  fileprivate var _latency: Loadgen_Wire_V4_Histogram? = nil
+  fileprivate var _latency: Loadgen_Wire_V5_Histogram? = nil
 }
 
 /// A latency histogram in loadgen's one HDR layout (1 ns to 1 h, three significant digits), sparse: only the
@@ -193,7 +196,7 @@ nonisolated struct Loadgen_Wire_V4_Interval: Sendable {
 /// reader may declare it that way. It is declared `bytes` so that loadgen keeps it as it came (one copy, no work
 /// per bucket) and streams the pairs straight into its own counters when it merges; a value that does not ascend,
 /// half a pair or a varint past 64 bits is refused there.
-nonisolated struct Loadgen_Wire_V4_Histogram: Sendable {
+nonisolated struct Loadgen_Wire_V5_Histogram: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -210,7 +213,7 @@ nonisolated struct Loadgen_Wire_V4_Histogram: Sendable {
   init() {}
 }
 
-nonisolated struct Loadgen_Wire_V4_TargetTally: Sendable {
+nonisolated struct Loadgen_Wire_V5_TargetTally: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -235,13 +238,13 @@ nonisolated struct Loadgen_Wire_V4_TargetTally: Sendable {
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
-fileprivate nonisolated let _protobuf_package = "loadgen.wire.v4"
+fileprivate nonisolated let _protobuf_package = "loadgen.wire.v5"
 
-nonisolated extension Loadgen_Wire_V4_Phase: SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V5_Phase: SwiftProtobuf._ProtoNameProviding {
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PHASE_MAIN\0\u{1}PHASE_CLEANUP\0")
 }
 
-nonisolated extension Loadgen_Wire_V4_BinaryFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".BinaryFrame"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}interval\0\u{1}heartbeat\0")
 
@@ -252,7 +255,7 @@ nonisolated extension Loadgen_Wire_V4_BinaryFrame: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try {
-        var v: Loadgen_Wire_V4_Interval?
+        var v: Loadgen_Wire_V5_Interval?
         var hadOneofValue = false
         if let current = self.body {
           hadOneofValue = true
@@ -265,7 +268,7 @@ nonisolated extension Loadgen_Wire_V4_BinaryFrame: SwiftProtobuf.Message, SwiftP
         }
       }()
       case 2: try {
-        var v: Loadgen_Wire_V4_Heartbeat?
+        var v: Loadgen_Wire_V5_Heartbeat?
         var hadOneofValue = false
         if let current = self.body {
           hadOneofValue = true
@@ -301,14 +304,14 @@ nonisolated extension Loadgen_Wire_V4_BinaryFrame: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V4_BinaryFrame, rhs: Loadgen_Wire_V4_BinaryFrame) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V5_BinaryFrame, rhs: Loadgen_Wire_V5_BinaryFrame) -> Bool {
     if lhs.body != rhs.body {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Loadgen_Wire_V4_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V5_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Heartbeat"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0")
 
@@ -331,14 +334,14 @@ nonisolated extension Loadgen_Wire_V4_Heartbeat: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V4_Heartbeat, rhs: Loadgen_Wire_V4_Heartbeat) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V5_Heartbeat, rhs: Loadgen_Wire_V5_Heartbeat) -> Bool {
     if lhs.seq != rhs.seq {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Loadgen_Wire_V4_Interval: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V5_Interval: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Interval"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}phase\0\u{1}seq\0\u{3}elapsed_nanos\0\u{1}ops\0\u{1}bytes\0\u{1}errors\0\u{3}error_samples\0\u{1}latency\0\u{3}latency_sum_nanos\0\u{3}status_classes\0\u{1}redirects\0\u{1}targets\0")
 
@@ -413,7 +416,7 @@ nonisolated extension Loadgen_Wire_V4_Interval: SwiftProtobuf.Message, SwiftProt
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V4_Interval, rhs: Loadgen_Wire_V4_Interval) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V5_Interval, rhs: Loadgen_Wire_V5_Interval) -> Bool {
     if lhs.runID != rhs.runID {return false}
     if lhs.phase != rhs.phase {return false}
     if lhs.seq != rhs.seq {return false}
@@ -432,7 +435,7 @@ nonisolated extension Loadgen_Wire_V4_Interval: SwiftProtobuf.Message, SwiftProt
   }
 }
 
-nonisolated extension Loadgen_Wire_V4_Histogram: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V5_Histogram: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Histogram"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}buckets\0\u{1}min\0\u{1}max\0")
 
@@ -463,7 +466,7 @@ nonisolated extension Loadgen_Wire_V4_Histogram: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V4_Histogram, rhs: Loadgen_Wire_V4_Histogram) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V5_Histogram, rhs: Loadgen_Wire_V5_Histogram) -> Bool {
     if lhs.buckets != rhs.buckets {return false}
     if lhs.min != rhs.min {return false}
     if lhs.max != rhs.max {return false}
@@ -472,7 +475,7 @@ nonisolated extension Loadgen_Wire_V4_Histogram: SwiftProtobuf.Message, SwiftPro
   }
 }
 
-nonisolated extension Loadgen_Wire_V4_TargetTally: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V5_TargetTally: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".TargetTally"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ops\0\u{1}errors\0\u{1}bytes\0\u{3}latency_nanos_sum\0\u{3}latency_nanos_max\0\u{3}status_classes\0")
 
@@ -515,7 +518,7 @@ nonisolated extension Loadgen_Wire_V4_TargetTally: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V4_TargetTally, rhs: Loadgen_Wire_V4_TargetTally) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V5_TargetTally, rhs: Loadgen_Wire_V5_TargetTally) -> Bool {
     if lhs.ops != rhs.ops {return false}
     if lhs.errors != rhs.errors {return false}
     if lhs.bytes != rhs.bytes {return false}

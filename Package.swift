@@ -6,7 +6,7 @@ import PackageDescription
 //   loadgen (executable: commands and rendering only)
 //     ├── LoadgenCoordinator ── LoadgenStore ── GRDB
 //     ├── LoadgenAgent
-//     │     └── LoadgenWorkloads ── CLoadgen (C: clocks, io_uring), Subprocess, NIO
+//     │     └── LoadgenWorkloads ── CLoadgen (C: clocks, io_uring), Subprocess, NIO, NIOSSL, NIOHTTP2
 //     └── LoadgenWire (NIO framing, handshake, HMAC over the system libcrypto, mutual TLS)
 //           └── LoadgenCore (specs, metrics, wire messages, pure state; no I/O)
 
@@ -28,6 +28,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // HTTP/2 for the async fetch client (--http2): frames, HPACK, flow control and the peer's SETTINGS.
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -51,6 +53,9 @@ let package = Package(
             dependencies: [
                 "LoadgenCore", "CLoadgen", "COpenSSL", nioCore, nioPosix,
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -99,6 +104,8 @@ let package = Package(
                 "loadgen", "LoadgenFuzz", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ],
             swiftSettings: swiftSettings
         ),

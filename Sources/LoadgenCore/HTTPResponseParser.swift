@@ -23,6 +23,14 @@ public struct HTTPResponseParser: Sendable {
         public var location: String?
         /// With a body expectation: whether its text was in the first 64 KiB of the body.
         public var bodyMatched: Bool = false
+
+        public init(status: Int, bodyBytes: UInt64, closesConnection: Bool, location: String?, bodyMatched: Bool = false) {
+            self.status = status
+            self.bodyBytes = bodyBytes
+            self.closesConnection = closesConnection
+            self.location = location
+            self.bodyMatched = bodyMatched
+        }
     }
 
     private enum State: Sendable, Hashable {

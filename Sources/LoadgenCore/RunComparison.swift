@@ -53,6 +53,8 @@ public struct RunComparison: Codable, Sendable, Hashable {
         }
         if let fa = a.fetch, let fb = b.fetch {
             if fa.urls != fb.urls { differences.append("URLs (\(fa.urls.count) vs \(fb.urls.count))") }
+            if fa.http2 != fb.http2 { differences.append("HTTP/\(fa.http2 ? "2" : "1.1") vs HTTP/\(fb.http2 ? "2" : "1.1")") }
+            if fa.http2, fb.http2, fa.streams != fb.streams { differences.append("streams \(fa.streams) vs \(fb.streams)") }
             if fa.keepAlive != fb.keepAlive { differences.append("keep-alive \(fa.keepAlive ? "on" : "off") vs \(fb.keepAlive ? "on" : "off")") }
         }
         if a.tlsLibrary != b.tlsLibrary {

@@ -124,13 +124,17 @@ public struct FetchSpec: Hashable, Sendable, Codable {
     public var expectBody: String?
     /// False with `--no-keepalive`: a new connection for every request, its connect time inside the latency.
     public var keepAlive: Bool
+    /// `--http2`: HTTP/2 (h2 by ALPN over TLS, h2c with prior knowledge in cleartext), async mode only.
+    public var http2: Bool
+    /// `--streams`: requests in flight on each HTTP/2 connection (`workers` counts connections).
+    public var streams: Int
 
     public init(urls: [String], repeatCount: Int = 1, requests: Int? = nil, durationNanos: UInt64? = nil,
                 rate: Double? = nil, rampTo: Double? = nil, timeoutNanos: UInt64 = 30_000_000_000,
                 method: HTTPMethod = .get, caFile: String? = nil, insecureTLS: Bool = false,
                 headers: [HTTPHeader] = [], bodies: [RequestBody] = [], body: Int? = nil,
                 requestTargets: [RequestTarget]? = nil, expectStatus: String? = nil, expectBody: String? = nil,
-                keepAlive: Bool = true) {
+                keepAlive: Bool = true, http2: Bool = false, streams: Int = 1) {
         self.urls = urls
         self.repeatCount = repeatCount
         self.requests = requests
@@ -148,11 +152,13 @@ public struct FetchSpec: Hashable, Sendable, Codable {
         self.expectStatus = expectStatus
         self.expectBody = expectBody
         self.keepAlive = keepAlive
+        self.http2 = http2
+        self.streams = streams
     }
 
     enum CodingKeys: String, CodingKey {
         case urls, repeatCount, requests, durationNanos, rate, rampTo, timeoutNanos, method, caFile, insecureTLS
-        case headers, bodies, body, requestTargets, expectStatus, expectBody, keepAlive
+        case headers, bodies, body, requestTargets, expectStatus, expectBody, keepAlive, http2, streams
     }
 
     /// Runs stored before headers, bodies and checks existed decode with none of them.
@@ -175,6 +181,8 @@ public struct FetchSpec: Hashable, Sendable, Codable {
         self.expectStatus = try c.decodeIfPresent(String.self, forKey: .expectStatus)
         self.expectBody = try c.decodeIfPresent(String.self, forKey: .expectBody)
         self.keepAlive = try c.decodeIfPresent(Bool.self, forKey: .keepAlive) ?? true
+        self.http2 = try c.decodeIfPresent(Bool.self, forKey: .http2) ?? false
+        self.streams = try c.decodeIfPresent(Int.self, forKey: .streams) ?? 1
     }
 
     /// The highest rate the run asks for (its ramp's end when that is higher).
@@ -267,6 +275,7 @@ public struct RunRequest: Hashable, Sendable, Codable {
     /// The hard limits every request must respect, whatever an agent's policy allows.
     public enum Limits {
         public static let maxWorkers = 4096
+        public static let maxStreams = 1000
         public static let maxFiles = 1_000_000_000
         public static let maxDirs = 1_000_000
         public static let maxURLs = 10_000
@@ -302,6 +311,12 @@ public struct RunRequest: Hashable, Sendable, Codable {
                 throw .usage("A fetch run must carry a fetch specification and no write specification.")
             }
             try fetch.validate()
+            if fetch.http2, self.mode != .async {
+                throw .usage("--http2 runs in async mode only (the \(self.mode.rawValue) mode's blocking client speaks HTTP/1.1, a request at a time per connection): give --mode async.")
+            }
+            if fetch.http2, self.workers * fetch.streams > Limits.maxWorkers * 16 {
+                throw .usage("--workers \(self.workers) x --streams \(fetch.streams) is more than loadgen's limit of \(Limits.maxWorkers * 16) requests in flight.")
+            }
         }
     }
 }
@@ -388,6 +403,22 @@ extension FetchSpec {
                 if let body = target.body, !self.bodies.indices.contains(body) {
                     throw .usage("The request to \(self.urls[index]) names body \(body), not one of the run's \(self.bodies.count).")
                 }
+            }
+        }
+        guard (1...RunRequest.Limits.maxStreams).contains(self.streams) else {
+            throw .usage("--streams must be from 1 to \(RunRequest.Limits.maxStreams); got \(self.streams).")
+        }
+        if self.streams > 1, !self.http2 {
+            throw .usage("--streams \(self.streams) sets HTTP/2 streams per connection: give --http2 too.")
+        }
+        if self.http2 {
+            guard self.keepAlive else {
+                throw .usage("--no-keepalive would make every HTTP/2 request a connection of its own: give --http2 or --no-keepalive, not both.")
+            }
+            let forbidden: Set<String> = ["connection", "keep-alive", "proxy-connection", "upgrade", "te"]
+            let all = self.headers + (self.requestTargets ?? []).flatMap(\.headers)
+            if let bad = all.first(where: { forbidden.contains($0.name.lowercased()) }) {
+                throw .usage("The header '\(bad.name)' is HTTP/1.1's connection management, which HTTP/2 forbids (RFC 9113 8.2.2): leave it out with --http2.")
             }
         }
         if let text = self.expectStatus { _ = try StatusExpectation(parsing: text) }

@@ -19,22 +19,47 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     public init(engine: FetchEngine, slots: Int) throws(LoadgenError) {
         self.engine = engine
         self.slots = slots
+        self.sslContext = try Self.clientTLS(engine: engine)
+    }
+
+    /// The event loops' TLS settings (made when first needed, up front for https targets or a CA file):
+    /// `--ca-file` or `--insecure-tls`, and the ALPN protocols to offer.
+    static func clientTLS(engine: FetchEngine, alpn: [String] = []) throws(LoadgenError) -> OnceValue<NIOSSLContext> {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = alpn
         if engine.spec.insecureTLS {
             configuration.certificateVerification = .none
         } else if let caFile = engine.spec.caFile {
             configuration.additionalTrustRoots = [.file(caFile)]
         }
         let settings = configuration
-        self.sslContext = OnceValue { () throws(LoadgenError) in
+        let context = OnceValue { () throws(LoadgenError) in
             do {
                 return try NIOSSLContext(configuration: settings)
             } catch {
                 throw .usage("The TLS settings cannot be used: \(error).")
             }
         }
-        if engine.needsTLSUpFront { _ = try self.sslContext.get() }
+        if engine.needsTLSUpFront { _ = try context.get() }
+        return context
+    }
+
+    /// A bootstrap on `loop` for a fetch connection: the agent's destination policy as its resolver, TCP_NODELAY.
+    static func bootstrap(on loop: any EventLoop, engine: FetchEngine, connectTimeoutNanos: UInt64) -> ClientBootstrap {
+        var bootstrap = ClientBootstrap(group: loop)
+        if let policy = engine.destinations {
+            bootstrap = bootstrap.resolver(PolicyResolver(loop: loop, policy: policy))
+        }
+        return bootstrap
+            .connectTimeout(.nanoseconds(Int64(connectTimeoutNanos)))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+    }
+
+    /// TLS on a new connection: SNI with a host name (none for an address literal, whose certificate names the IP).
+    static func addTLS(_ context: NIOSSLContext, host: String, to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        let isAddress = TargetURL.isAddressLiteral(host)
+        try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host))
     }
 
     /// Event loops for `slots` connections: one per 32 connections, at most one per core. A loop keeps far more
@@ -48,7 +73,7 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: Self.loopCount(slots: self.slots, cores: System.coreCount))
         let results = await withCheckedContinuation { (continuation: CheckedContinuation<[WorkerResult], Never>) in
-            let state = Mutex<(results: [WorkerResult?], remaining: Int)>((Array(repeating: nil, count: self.slots), self.slots))
+            let group = SlotGroup(count: self.slots, continuation: continuation)
             // Slots are dealt round-robin to the loops, and share what their loop holds.
             let shared = loops.makeIterator().map { loop in
                 LoopShared(loop: loop, engine: self.engine, control: control, sink: mailbox)
@@ -58,33 +83,73 @@ public final class AsyncFetchExecutor: PhaseExecutor {
                 let share = self.engine.share(phase: phase, worker: index, of: self.slots)
                 let loop = shared[index % shared.count]
                 loop.addSlot()
-                let slot = FetchSlot(engine: self.engine, ssl: self.sslContext, shared: loop, share: share,
-                                     control: control) { result in
-                    let finished: [WorkerResult]? = state.withLock { state in
-                        state.results[index] = result
-                        state.remaining -= 1
-                        return state.remaining == 0 ? state.results.map { $0! } : nil
-                    }
-                    if let finished { continuation.resume(returning: finished) }
-                }
-                made.append(slot)
+                made.append(FetchSlot(engine: self.engine, ssl: self.sslContext, shared: loop, share: share, control: control,
+                                      done: group.done(index)))
             }
             let slots = made
             // A stop (abort, lost coordinator) closes every connection at once rather than waiting for responses.
-            let watcher = Thread {
-                while state.withLock({ $0.remaining }) > 0 {
-                    if control.stop.isRequested {
-                        for slot in slots { slot.abort() }
-                        return
-                    }
-                    usleep(20_000)
-                }
-            }
-            watcher.start()
+            group.watch(control) { for slot in slots { slot.abort() } }
             for slot in slots { slot.start() }
         }
         try? await loops.shutdownGracefully()
         return results
+    }
+}
+
+/// What the async executors' runs share: each slot's result in its place, the phase's end when the last is in, and
+/// a watcher thread that aborts every slot at a stop (an abort, a lost coordinator) rather than waiting for them.
+final class SlotGroup: Sendable {
+    private let state: Mutex<(results: [WorkerResult?], remaining: Int)>
+    private let continuation: CheckedContinuation<[WorkerResult], Never>
+
+    init(count: Int, continuation: CheckedContinuation<[WorkerResult], Never>) {
+        self.state = Mutex((Array(repeating: nil, count: count), count))
+        self.continuation = continuation
+    }
+
+    /// What slot `index` calls once, when it is done.
+    func done(_ index: Int) -> @Sendable (WorkerResult) -> Void {
+        { result in
+            let finished: [WorkerResult]? = self.state.withLock { state in
+                state.results[index] = result
+                state.remaining -= 1
+                return state.remaining == 0 ? state.results.map { $0! } : nil
+            }
+            if let finished { self.continuation.resume(returning: finished) }
+        }
+    }
+
+    func watch(_ control: WorkerControl, abort: @escaping @Sendable () -> Void) {
+        let watcher = Thread {
+            while self.state.withLock({ $0.remaining }) > 0 {
+                if control.stop.isRequested { return abort() }
+                usleep(20_000)
+            }
+        }
+        watcher.start()
+    }
+}
+
+/// A slot's one request timer, rather than one scheduled and cancelled per request: it fires at the earliest deadline
+/// it was armed for and is re-armed then for the current request's, so a request still times out on time.
+struct SlotTimer {
+    private var timer: Scheduled<Void>?
+    private var at: UInt64 = 0
+
+    /// Makes sure `fire` runs by `when`.
+    mutating func arm(at when: UInt64, now: UInt64, on loop: any EventLoop, _ fire: @escaping @Sendable () -> Void) {
+        if self.timer != nil, self.at <= when { return }
+        self.timer?.cancel()
+        self.at = when
+        self.timer = loop.scheduleTask(in: .nanoseconds(when > now ? Int64(when - now) : 0), fire)
+    }
+
+    /// The timer fired: it is no longer armed.
+    mutating func fired() { self.timer = nil }
+
+    mutating func cancel() {
+        self.timer?.cancel()
+        self.timer = nil
     }
 }
 
@@ -168,10 +233,7 @@ final class FetchSlot: @unchecked Sendable {
 
     private var current: InFlight?
     private var generation = 0
-    /// One timer per slot rather than one scheduled and cancelled per request: it fires at the earliest deadline
-    /// it was armed for and re-arms itself for the current request's, so a request still times out on time.
-    private var timeoutTimer: Scheduled<Void>?
-    private var timeoutTimerAt: UInt64 = 0
+    private var timeout = SlotTimer()
 
     init(engine: FetchEngine, ssl: OnceValue<NIOSSLContext>, shared: LoopShared, share: Share, control: WorkerControl,
          done: @escaping @Sendable (WorkerResult) -> Void) {
@@ -210,8 +272,7 @@ final class FetchSlot: @unchecked Sendable {
     private func finish() {
         guard !self.finished else { return }
         self.finished = true
-        self.timeoutTimer?.cancel()
-        self.timeoutTimer = nil
+        self.timeout.cancel()
         self.dropChannel()
         self.shared.slotFinished()
         self.done(WorkerResult(doneAtNanos: MonotonicClock.nowNanos()))
@@ -236,27 +297,19 @@ final class FetchSlot: @unchecked Sendable {
                 request: self.shared.requests[urlIndex], redirects: 0, retried: false,
                 parser: HTTPResponseParser(isHead: self.shared.isHead[urlIndex], expectation: self.engine.checks.body),
                 timeoutAt: timeoutAt, generation: self.generation)
-            self.armTimeout(at: timeoutAt, now: now)
+            self.timeout.arm(at: timeoutAt, now: now, on: self.loop) { self.timeoutFired() }
             self.send()
         }
     }
 
-    /// Makes sure the timer fires by `when`: an armed timer that fires earlier re-arms itself when it does.
-    private func armTimeout(at when: UInt64, now: UInt64) {
-        if self.timeoutTimer != nil, self.timeoutTimerAt <= when { return }
-        self.timeoutTimer?.cancel()
-        self.timeoutTimerAt = when
-        self.timeoutTimer = self.loop.scheduleTask(in: .nanoseconds(when > now ? Int64(when - now) : 0)) { self.timeoutFired() }
-    }
-
     private func timeoutFired() {
-        self.timeoutTimer = nil
+        self.timeout.fired()
         guard !self.finished, let current = self.current else { return }
         let now = MonotonicClock.nowNanos()
         if now >= current.timeoutAt {
             self.complete(.failure(FetchFailure(.timeout, "the request took longer than the timeout")), dropConnection: true)
         } else {
-            self.armTimeout(at: current.timeoutAt, now: now)
+            self.timeout.arm(at: current.timeoutAt, now: now, on: self.loop) { self.timeoutFired() }
         }
     }
 
@@ -274,30 +327,21 @@ final class FetchSlot: @unchecked Sendable {
         let generation = current.generation
         let host = target.host
         let isTLS = target.isTLS
-        var ssl: NIOSSLContext?
+        var context: NIOSSLContext?
         if isTLS {
             do throws(LoadgenError) {
-                ssl = try self.ssl.get()
+                context = try self.ssl.get()
             } catch {
                 return self.complete(.failure(FetchFailure(.tls, "TLS could not be set up for \(target): \(error.message)")),
                                      dropConnection: true)
             }
         }
+        let ssl = context
         let remaining = (current.start &+ self.engine.spec.timeoutNanos) &- MonotonicClock.nowNanos()
-        var bootstrap = ClientBootstrap(group: self.loop)
-        if let policy = self.engine.destinations {
-            bootstrap = bootstrap.resolver(PolicyResolver(loop: self.loop, policy: policy))
-        }
-        bootstrap
-            .connectTimeout(.nanoseconds(Int64(min(remaining, self.engine.spec.timeoutNanos))))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        AsyncFetchExecutor.bootstrap(on: self.loop, engine: self.engine, connectTimeoutNanos: min(remaining, self.engine.spec.timeoutNanos))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let ssl {
-                        let isAddress = TargetURL.isAddressLiteral(host)
-                        try channel.pipeline.syncOperations.addHandler(
-                            NIOSSLClientHandler(context: ssl, serverHostname: isAddress ? nil : host))
-                    }
+                    if let ssl { try AsyncFetchExecutor.addTLS(ssl, host: host, to: channel.pipeline.syncOperations) }
                     try channel.pipeline.syncOperations.addHandler(FetchResponseHandler(slot: self))
                 }
             }

@@ -106,7 +106,11 @@ public final class RunController: Sendable {
                 await serve(AsyncWriteExecutor(engine: write, depth: request.workers))
             } else if let fetch = engine as? FetchEngine {
                 do {
-                    await serve(try AsyncFetchExecutor(engine: fetch, slots: request.workers))
+                    if fetch.spec.http2 {
+                        await serve(try AsyncHTTP2Executor(engine: fetch, connections: request.workers, streams: fetch.spec.streams))
+                    } else {
+                        await serve(try AsyncFetchExecutor(engine: fetch, slots: request.workers))
+                    }
                 } catch {
                     await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))
                 }

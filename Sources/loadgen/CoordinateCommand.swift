@@ -104,10 +104,16 @@ struct CoordinateCommand: AsyncParsableCommand {
             try self.write.checkUnused()
             let commandLine = self.run.targets.map { TargetsFile.Entry(url: $0) }
             let spec = try self.fetch.spec(entries: commandLine + fileEntries)
-            let modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .fetch)
-            let probe = RunRequest(runID: "check", label: label, fetch: spec, mode: .threads, workers: workers, seed: seed,
-                                   intervalNanos: interval)
-            try probe.validate()
+            // HTTP/2 is the async client's: without --mode, --http2 runs that mode alone.
+            let modes = try ExecutionMode.parseList(self.run.mode ?? (spec.http2 ? "async" : "all"), workload: .fetch)
+            if spec.http2, let other = modes.first(where: { $0 != .async }) {
+                throw .usage("--http2 runs in async mode only (the \(other.rawValue) mode's blocking client speaks HTTP/1.1, a request at a time per connection): give --mode async, or leave --mode out.")
+            }
+            for mode in modes {
+                let probe = RunRequest(runID: "check", label: label, fetch: spec, mode: mode, workers: workers, seed: seed,
+                                       intervalNanos: interval)
+                try probe.validate()
+            }
             return RunPlan(workload: .fetch, modes: modes) { mode, runID in
                 RunRequest(runID: runID, label: label, fetch: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
             }
@@ -283,6 +289,12 @@ struct FetchOptions: ParsableArguments {
     @Flag(help: "A new connection for every request (Connection: close), its connect and TLS handshake inside the latency.")
     var noKeepalive = false
 
+    @Flag(name: .customLong("http2"), help: "Speak HTTP/2 (async mode, the default with it): h2 by ALPN over https (no fallback to HTTP/1.1), h2c with prior knowledge over http; --workers counts connections.")
+    var http2 = false
+
+    @Option(help: ArgumentHelp("With --http2, requests in flight on each connection (default 1; the server's SETTINGS may allow fewer).", valueName: "N"))
+    var streams: Int?
+
     @Option(help: ArgumentHelp("Trust the CA certificates in this PEM file (as well as the system's).", valueName: "FILE"))
     var caFile: String?
 
@@ -340,7 +352,10 @@ struct FetchOptions: ParsableArguments {
                              rate: self.rate, rampTo: self.rampTo, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
                              insecureTLS: self.insecureTls, headers: headers, bodies: bodies, body: runBody,
                              requestTargets: requestTargets, expectStatus: self.expectStatus, expectBody: self.expectBody,
-                             keepAlive: !self.noKeepalive)
+                             keepAlive: !self.noKeepalive, http2: self.http2, streams: self.streams ?? 1)
+        if self.streams != nil, !self.http2 {
+            throw .usage("--streams sets HTTP/2 streams per connection: give --http2 too.")
+        }
         try spec.validate()
         return spec
     }
@@ -354,7 +369,8 @@ struct FetchOptions: ParsableArguments {
                      self.caFile != nil ? "--ca-file" : nil, self.insecureTls ? "--insecure-tls" : nil,
                      self.headers.isEmpty ? nil : "--header", self.bodyFile != nil ? "--body-file" : nil,
                      self.expectStatus != nil ? "--expect-status" : nil, self.expectBody != nil ? "--expect-body" : nil,
-                     self.noKeepalive ? "--no-keepalive" : nil].compactMap { $0 }
+                     self.noKeepalive ? "--no-keepalive" : nil, self.http2 ? "--http2" : nil,
+                     self.streams != nil ? "--streams" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to fetch runs (http:// or https:// targets), not to writing files.")
         }

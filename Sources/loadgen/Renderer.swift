@@ -153,6 +153,7 @@ final class Renderer: RunObserver {
             if methods != ["GET"] { parts.append(methods.sorted().joined(separator: "/")) }
             if !fetch.bodies.isEmpty { parts.append("\(fetch.bodies.count) bod\(fetch.bodies.count == 1 ? "y" : "ies")") }
             if !fetch.keepAlive { parts.append("no keep-alive") }
+            if fetch.http2 { parts.append("HTTP/2, \(fetch.streams) stream\(fetch.streams == 1 ? "" : "s") a connection") }
             return parts.joined(separator: ", ")
         }
         return ""

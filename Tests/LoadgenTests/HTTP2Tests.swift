@@ -125,6 +125,30 @@ struct HTTP2Tests {
         }
     }
 
+    /// Through the binary: --http2 alone runs async, and the report (schema-valid) says HTTP/2 and its streams.
+    @Test func theCommandRunsHTTP2InAsyncModeAndReportsIt() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        try await TestH2Server.with { server in
+            let out = try await TestSupport.run(["coordinate", "--target", server.url(), "--http2", "--streams", "3", "--workers", "2",
+                                                 "--requests", "30", "--expect-status", "2xx", "--json"],
+                                                environment: ["LOADGEN_DB": dir + "/db.sqlite"])
+            #expect(out.status == 0, "\(out.stderr)")
+            let lines = try CommandLineTests.jsonLines(out.stdout)
+            #expect(lines.count == 1)
+            let line = try #require(lines.first)
+            #expect(try JSONSchemaValidator(schemaFile: CommandLineTests.reportSchema).validate(line) == [])
+            #expect(line["mode"] as? String == "async")
+            #expect(line["ops"] as? Int == 30)
+            let fetch = try #require(line["fetch"] as? [String: Any])
+            #expect(fetch["http2"] as? Bool == true)
+            #expect(fetch["streams"] as? Int == 3)
+            #expect(server.received.count == 30)
+            #expect(server.connections == 2)
+            #expect(out.stderr.contains("HTTP/2, 3 streams a connection"), "\(out.stderr)")
+        }
+    }
+
     @Test(arguments: [
         (["--http2", "--mode", "threads"], "--http2 runs in async mode only"),
         (["--http2", "--mode", "all"], "--http2 runs in async mode only"),

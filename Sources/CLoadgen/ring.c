@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -153,7 +154,8 @@ int lg_ring_create(lg_ring **out, unsigned entries, unsigned files, const char *
         return rc;
     }
 
-    int ops[] = { IORING_OP_OPENAT, IORING_OP_WRITE, IORING_OP_FSYNC, IORING_OP_CLOSE, IORING_OP_UNLINKAT };
+    int ops[] = { IORING_OP_OPENAT, IORING_OP_WRITE, IORING_OP_FSYNC, IORING_OP_CLOSE, IORING_OP_UNLINKAT,
+                  IORING_OP_STATX, IORING_OP_READ };
     rc = supports(r, ops, sizeof ops / sizeof ops[0]);
     if (rc <= 0) {
         release(r);
@@ -267,6 +269,60 @@ int lg_ring_queue_unlink(lg_ring *r, int dirfd, const char *path, uint64_t tag) 
     sqe->addr = (uint64_t)(uintptr_t)path;
     sqe->user_data = tag;
     return 1;
+}
+
+int lg_ring_queue_statx(lg_ring *r, int dirfd, const char *path, void *statxbuf, uint64_t tag) {
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe) return -EBUSY;
+    sqe->opcode = IORING_OP_STATX;
+    sqe->fd = dirfd;
+    sqe->addr = (uint64_t)(uintptr_t)path;
+    sqe->len = STATX_SIZE | STATX_TYPE;
+    sqe->statx_flags = AT_SYMLINK_NOFOLLOW;
+    sqe->off = (uint64_t)(uintptr_t)statxbuf;  // addr2: where the kernel writes the struct statx
+    sqe->user_data = tag;
+    return 1;
+}
+
+size_t lg_statx_bytes(void) { return sizeof(struct statx); }
+
+uint64_t lg_statx_size(const void *statxbuf) { return ((const struct statx *)statxbuf)->stx_size; }
+
+int lg_ring_queue_read(lg_ring *r, int dirfd, const char *path, unsigned slot, void *buffer, int advance,
+                       uint64_t length, uint64_t piece, uint64_t tag) {
+    uint64_t pieces = length == 0 ? 0 : (length + piece - 1) / piece;
+    if (pieces > 250) return -E2BIG;
+    unsigned needed = 3 + (unsigned)pieces;
+    if (sq_space_left(r) < needed) return -EBUSY;
+
+    struct io_uring_sqe *sqe = get_sqe(r);
+    sqe->opcode = IORING_OP_OPENAT;
+    sqe->fd = dirfd;
+    sqe->addr = (uint64_t)(uintptr_t)path;
+    sqe->open_flags = O_RDONLY | O_NOFOLLOW;
+    sqe->file_index = slot + 1;
+    sqe->flags = IOSQE_IO_LINK;
+    sqe->user_data = tag;
+
+    char *at = buffer;
+    for (uint64_t i = 0; i <= pieces; i++) {
+        // The pieces, then one more read past the expected end, which must find the end of the file.
+        uint64_t offset = i * piece;
+        uint64_t size = i == pieces ? 1 : (length - offset < piece ? length - offset : piece);
+        sqe = get_sqe(r);
+        sqe->opcode = IORING_OP_READ;
+        sqe->fd = (int)slot;
+        sqe->addr = (uint64_t)(uintptr_t)(advance ? at + offset : at);
+        sqe->len = (unsigned)size;
+        sqe->off = offset;
+        sqe->flags = IOSQE_FIXED_FILE | IOSQE_IO_HARDLINK;
+        sqe->user_data = tag | (i == pieces ? 253 : i + 1);
+    }
+    sqe = get_sqe(r);
+    sqe->opcode = IORING_OP_CLOSE;
+    sqe->file_index = slot + 1;
+    sqe->user_data = tag | 255;
+    return (int)needed;
 }
 
 int lg_ring_submit(lg_ring *r, unsigned wait) {

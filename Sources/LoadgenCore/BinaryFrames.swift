@@ -65,7 +65,12 @@ extension Loadgen_Wire_V5_Interval {
     init(_ interval: WireMessage.Interval) {
         self.init()
         self.runID = interval.runID
-        self.phase = interval.phase == .main ? .main : .cleanup
+        switch interval.phase {
+        case .main: self.phase = .main
+        case .stat: self.phase = .stat
+        case .read: self.phase = .read
+        case .cleanup: self.phase = .cleanup
+        }
         self.seq = UInt64(clamping: interval.seq)
         self.elapsedNanos = interval.elapsedNanos
         self.ops = interval.ops
@@ -101,6 +106,8 @@ extension WireMessage.Interval {
         switch binary.phase {
         case .main: phase = .main
         case .cleanup: phase = .cleanup
+        case .stat: phase = .stat
+        case .read: phase = .read
         case .UNRECOGNIZED(let raw): throw .protocolViolation("An interval names phase \(raw), which is not a phase.")
         }
         guard binary.seq <= UInt64(Int.max) else { throw .protocolViolation("An interval's seq \(binary.seq) is out of range.") }

@@ -45,6 +45,9 @@ public enum ErrorKind: String, CaseIterable, Codable, Sendable, Hashable {
     case status
     /// A response whose body lacks the `--expect-body` text.
     case body
+    // Files.
+    /// A file whose size or bytes, in the stat or read phase, are not what create wrote.
+    case mismatch
     // Execution.
     case workerLost = "worker"
 

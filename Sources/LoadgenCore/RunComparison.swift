@@ -39,6 +39,13 @@ public struct RunComparison: Codable, Sendable, Hashable {
             figure("errors", Double(a.errors), Double(b.errors), higher: false),
             figure("duration s", a.durationS, b.durationS, higher: false),
         ]
+        // Phase by phase: the phases after create that both runs timed (create is the figures above).
+        for pa in a.phases ?? [] where pa.phase != "create" {
+            guard let name = pa.phase, let pb = (b.phases ?? []).first(where: { $0.phase == name }) else { continue }
+            self.figures.append(figure("\(name) \(unit)", pa.opsPerS, pb.opsPerS, higher: true))
+            self.figures.append(figure("\(name) p99 us", pa.latencyUs.p99, pb.latencyUs.p99, higher: false))
+            self.figures.append(figure("\(name) errors", Double(pa.errors), Double(pb.errors), higher: false))
+        }
         self.throughputChangePct = a.opsPerS > 0 ? (b.opsPerS - a.opsPerS) / a.opsPerS * 100 : 0
         var differences: [String] = []
         if a.workload != b.workload { differences.append("workload \(a.workload.rawValue) vs \(b.workload.rawValue)") }
@@ -50,6 +57,8 @@ public struct RunComparison: Codable, Sendable, Hashable {
             if wa.size != wb.size { differences.append("size \(wa.size) vs \(wb.size)") }
             if wa.fsync != wb.fsync { differences.append("fsync \(wa.fsync.rawValue) vs \(wb.fsync.rawValue)") }
             if wa.target != wb.target { differences.append("target \(wa.target) vs \(wb.target)") }
+            let pa = wa.phases.map { WriteSpec.name(of: $0) }.joined(separator: ","), pb = wb.phases.map { WriteSpec.name(of: $0) }.joined(separator: ",")
+            if pa != pb { differences.append("phases \(pa) vs \(pb)") }
         }
         if let fa = a.fetch, let fb = b.fetch {
             if fa.urls != fb.urls { differences.append("URLs (\(fa.urls.count) vs \(fb.urls.count))") }

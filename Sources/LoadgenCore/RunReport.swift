@@ -28,6 +28,9 @@ public struct RunReport: Codable, Sendable, Hashable {
     public var lastDoneS: Double
     /// The timed removal of a write run's files (absent with `--keep`).
     public var cleanup: PhaseReport?
+    /// A write run's phases in order, each timed on its own: create, then stat and read (with `--phases`), then
+    /// remove (absent in runs stored before phases were reported).
+    public var phases: [PhaseReport]?
     /// HTTP responses by status class ("2xx": n), fetch runs only.
     public var statusClasses: [String: UInt64]?
     public var redirects: UInt64?
@@ -40,6 +43,8 @@ public struct RunReport: Codable, Sendable, Hashable {
     public var perAgent: [AgentReport]
 
     public struct PhaseReport: Codable, Sendable, Hashable {
+        /// In `phases`: create, stat, read or remove.
+        public var phase: String?
         public var ops: UInt64
         public var errors: UInt64
         public var errorsByKind: [String: UInt64]
@@ -47,6 +52,9 @@ public struct RunReport: Codable, Sendable, Hashable {
         public var durationS: Double
         public var opsPerS: Double
         public var latencyUs: LatencySummary
+        /// In `phases`: when the fastest and the slowest worker finished the phase (elbencho's first and last done).
+        public var firstDoneS: Double?
+        public var lastDoneS: Double?
     }
 
     public struct AgentReport: Codable, Sendable, Hashable {
@@ -120,6 +128,16 @@ public struct RunReport: Codable, Sendable, Hashable {
         self.lastDoneS = Double(dones.map(\.lastDoneNanos).max() ?? duration) / 1e9
         self.cleanup = aggregate.hasPhase(.cleanup)
             ? Self.phaseReport(aggregate.clusterTally(.cleanup), aggregate.clusterDurationNanos(.cleanup)) : nil
+        if let write = request.write {
+            self.phases = write.phases.filter { aggregate.hasPhase($0) }.map { phase in
+                var report = Self.phaseReport(aggregate.clusterTally(phase), aggregate.clusterDurationNanos(phase))
+                report.phase = WriteSpec.name(of: phase)
+                let dones = aggregate.agents.compactMap { $0.phases[phase]?.done }
+                report.firstDoneS = dones.map(\.firstDoneNanos).min().map { Double($0) / 1e9 }
+                report.lastDoneS = dones.map(\.lastDoneNanos).max().map { Double($0) / 1e9 }
+                return report
+            }
+        }
         if request.workload == .fetch {
             self.statusClasses = Self.statusClassDictionary(main.statusClasses)
             self.redirects = main.redirects
@@ -157,8 +175,9 @@ public struct RunReport: Codable, Sendable, Hashable {
     }
 
     static func phaseReport(_ tally: Tally, _ duration: UInt64) -> PhaseReport {
-        PhaseReport(ops: tally.ops, errors: tally.errors.total, errorsByKind: tally.errors.dictionary, bytes: tally.bytes,
-                    durationS: Double(duration) / 1e9, opsPerS: rate(tally.ops, duration), latencyUs: tally.latencySummary)
+        PhaseReport(phase: nil, ops: tally.ops, errors: tally.errors.total, errorsByKind: tally.errors.dictionary, bytes: tally.bytes,
+                    durationS: Double(duration) / 1e9, opsPerS: rate(tally.ops, duration), latencyUs: tally.latencySummary,
+                    firstDoneS: nil, lastDoneS: nil)
     }
 
     static func rate(_ count: UInt64, _ nanos: UInt64) -> Double {

@@ -72,17 +72,84 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     /// Files are spread over this many subdirectories of the run directory (1: none).
     public var dirs: Int
     public var fsync: FsyncPolicy
-    /// Keep the files; otherwise they are removed after the run, timed as the cleanup phase.
+    /// Keep the files; otherwise they are removed after the run, timed as the cleanup (remove) phase.
     public var keep: Bool
+    /// `--phases ...stat`: a timed phase that stats each created file, checking its size.
+    public var stat: Bool
+    /// `--phases ...read`: a timed phase that reads each created file back, checking its byte count.
+    public var read: Bool
+    /// `--verify`: the read phase also compares every byte with what create wrote.
+    public var verify: Bool
 
     public init(target: String, files: Int = 10_000, size: SizeRange = SizeRange(exactly: 2), dirs: Int = 1,
-                fsync: FsyncPolicy = .none, keep: Bool = false) {
+                fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false) {
         self.target = target
         self.files = files
         self.size = size
         self.dirs = dirs
         self.fsync = fsync
         self.keep = keep
+        self.stat = stat
+        self.read = read
+        self.verify = verify
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case target, files, size, dirs, fsync, keep, stat, read, verify
+    }
+
+    /// Runs stored before the stat and read phases existed decode with neither.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.target = try c.decode(String.self, forKey: .target)
+        self.files = try c.decode(Int.self, forKey: .files)
+        self.size = try c.decode(SizeRange.self, forKey: .size)
+        self.dirs = try c.decode(Int.self, forKey: .dirs)
+        self.fsync = try c.decode(FsyncPolicy.self, forKey: .fsync)
+        self.keep = try c.decode(Bool.self, forKey: .keep)
+        self.stat = try c.decodeIfPresent(Bool.self, forKey: .stat) ?? false
+        self.read = try c.decodeIfPresent(Bool.self, forKey: .read) ?? false
+        self.verify = try c.decodeIfPresent(Bool.self, forKey: .verify) ?? false
+    }
+
+    /// The phases the run has, in order: create (`main`), then stat and read when asked, then remove (`cleanup`)
+    /// unless the files are kept.
+    public var phases: [Phase] {
+        var phases: [Phase] = [.main]
+        if self.stat { phases.append(.stat) }
+        if self.read { phases.append(.read) }
+        if !self.keep { phases.append(.cleanup) }
+        return phases
+    }
+
+    /// The names `--phases` and reports use: create, stat, read, remove.
+    public static func name(of phase: Phase) -> String {
+        switch phase {
+        case .main: "create"
+        case .stat: "stat"
+        case .read: "read"
+        case .cleanup: "remove"
+        }
+    }
+
+    /// Parses `--phases`: create, stat, read and remove, comma-separated, in that order; create is required.
+    public static func parsePhases(_ text: String) throws(LoadgenError) -> (stat: Bool, read: Bool, remove: Bool) {
+        let names = text.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingWhitespace().lowercased() }
+        let order = ["create", "stat", "read", "remove"]
+        var last = -1
+        for name in names {
+            guard let position = order.firstIndex(of: name) else {
+                throw .usage("The phase '\(name)' in --phases '\(text)' is not one of create, stat, read and remove.")
+            }
+            guard position > last else {
+                throw .usage("--phases '\(text)' lists '\(name)' out of order or twice: the phases run as create, stat, read, remove.")
+            }
+            last = position
+        }
+        guard names.first == "create" else {
+            throw .usage("--phases '\(text)' has no create phase: a run makes its files in a fresh directory of its own, so stat, read and remove need create first.")
+        }
+        return (names.contains("stat"), names.contains("read"), names.contains("remove"))
     }
 
     /// The bytes the run writes if every file is created (an estimate when sizes are a range).
@@ -306,6 +373,9 @@ public struct RunRequest: Hashable, Sendable, Codable {
                 throw .usage("A write run must carry a write specification and no fetch specification.")
             }
             try write.validate()
+            if self.mode == .async, write.verify, write.size.upperBytes > 1 << 20 {
+                throw .unsupported("The async mode verifies files of up to 1 MiB (it reads each whole into memory); these go up to \(write.size): give --mode sequential, threads or processes with --verify.")
+            }
         case .fetch:
             guard let fetch = self.fetch, self.write == nil else {
                 throw .usage("A fetch run must carry a fetch specification and no write specification.")
@@ -334,6 +404,9 @@ extension WriteSpec {
         }
         guard self.size.lowerBytes <= self.size.upperBytes, self.size.upperBytes <= ByteCount.maximum else {
             throw .usage("The size \(self.size) is outside 0 to 1 TiB.")
+        }
+        if self.verify, !self.read {
+            throw .usage("--verify checks what the read phase reads: give --phases with read.")
         }
     }
 }

@@ -3,7 +3,8 @@
 /// Ctrl-C, the recorder's answer), actions come out for ``CoordinatorSession`` to carry out. No I/O, no clock of
 /// its own: every event comes with the time, so tests drive it through any interleaving without sockets.
 ///
-///     run:    preparing ──all prepared──▶ recording ──stored──▶ phase(main) ──▶ phase(cleanup) ──▶ finishing ──▶ done
+///     run:    preparing ──all prepared──▶ recording ──stored──▶ phase(main) [──▶ phase(stat)] [──▶ phase(read)]
+///             [──▶ phase(cleanup)] ──▶ finishing ──▶ done
 ///                 └── a refusal, a loss, a timeout, Ctrl-C ──▶ finishing (releases what was prepared) ──▶ done
 ///
 ///     agent:  preparing ──▶ prepared ──start──▶ running(phase) ──phase_done──▶ phaseDone(phase) ──▶ ... ──finish──▶
@@ -132,9 +133,7 @@ public struct RunStateMachine: Sendable {
             RunAggregate.AgentState(agentID: $0.agentID, host: $0.host, address: $0.address, rttNanos: $0.rttNanos,
                                     clockOffsetNanos: $0.clockOffsetNanos)
         })
-        var phases: [Phase] = [.main]
-        if request.workload == .write, request.write?.keep == false { phases.append(.cleanup) }
-        self.phases = phases
+        self.phases = request.write?.phases ?? [.main]
     }
 
     private var runID: String { self.request.runID }
@@ -477,7 +476,8 @@ public struct RunStateMachine: Sendable {
         let count = UInt64(live.count)
         if let write = self.request.write { expected = UInt64(write.files) * count }
         if let total = self.request.fetch?.totalRequests { expected = UInt64(total) * count }
-        if phase == .cleanup { expected = live.reduce(0) { $0 + self.aggregate.agents[$1].ops(.main) } }
+        // After create, the phases act on the files it made.
+        if phase != .main { expected = live.reduce(0) { $0 + self.aggregate.agents[$1].ops(.main) } }
         return ProgressSnapshot(
             request: self.request, phase: phase, elapsedNanos: now > startNanos ? now - startNanos : 0,
             ops: live.reduce(0) { $0 + self.aggregate.agents[$1].ops(phase) }, expectedOps: expected,

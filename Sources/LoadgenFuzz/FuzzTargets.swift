@@ -14,7 +14,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case http
     /// Run requests as an agent receives them: decoded, then validated.
     case request
-    /// The parsers for URLs, sizes, durations, modes, networks and histogram buckets.
+    /// The parsers for URLs, sizes, durations, modes, networks, histogram buckets, targets files, status lists and
+    /// headers.
     case parsers
 
     public func run(_ data: UnsafeRawBufferPointer) {
@@ -82,14 +83,17 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     static func http(_ data: UnsafeRawBufferPointer) {
-        var parser = HTTPResponseParser(isHead: data.first.map { $0 & 0x80 != 0 } ?? false)
+        // The first byte also picks a body search (--expect-body), so the KMP scan runs over the same cuts.
+        let expectation = data.first.map { $0 & 0x40 != 0 } == true ? try? BodyExpectation("abab") : nil
+        var parser = HTTPResponseParser(isHead: data.first.map { $0 & 0x80 != 0 } ?? false, expectation: expectation)
         for var piece in Self.pieces(data) {
             while !piece.isEmpty {
                 guard let (consumed, response) = try? parser.feed(piece) else { return }
                 precondition(consumed <= piece.count, "the parser consumed more than it was given")
                 if let response {
                     precondition((100...999).contains(response.status), "status \(response.status)")
-                    parser = HTTPResponseParser()
+                    precondition(!response.bodyMatched || (expectation != nil && response.bodyBytes >= 4), "a match in too short a body")
+                    parser = HTTPResponseParser(expectation: expectation)
                 }
                 if consumed == 0 { break }
                 piece = UnsafeRawBufferPointer(rebasing: piece[consumed...])
@@ -111,7 +115,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     static func parsers(_ bytes: [UInt8]) {
         guard let selector = bytes.first else { return }
         let text = String(decoding: bytes.dropFirst(), as: UTF8.self)
-        switch selector % 7 {
+        switch selector % 10 {
         case 0:
             if let url = try? TargetURL.parse(text) {
                 precondition((1...65535).contains(url.port), "port \(url.port)")
@@ -130,6 +134,29 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case 5:
             if let cidr = CIDR(text) {
                 precondition(CIDR(cidr.description) == cidr, "\(cidr) does not parse back to itself")
+            }
+        case 7:
+            // A targets file: every entry it accepts is a request loadgen can send.
+            if let entries = try? TargetsFile.parse(text, name: "fuzz") {
+                precondition(!entries.isEmpty, "an accepted file with no targets")
+                for entry in entries {
+                    precondition((try? TargetURL.parse(entry.url)) != nil, "an accepted URL that does not parse: \(entry.url)")
+                    for header in entry.headers { precondition((try? header.validate()) != nil, "an accepted bad header") }
+                }
+            }
+        case 8:
+            if let statuses = try? StatusExpectation(parsing: text) {
+                precondition((100...999).contains { statuses.accepts($0) }, "an accepted list that accepts nothing")
+                precondition(!statuses.accepts(99) && !statuses.accepts(1000))
+            }
+        case 9:
+            // A header that validates cannot break the request's framing: its line is one line.
+            if let header = try? HTTPHeader.parse(text) {
+                let bytes = RequestBlueprint(method: .get, headers: [header]).bytes(for: TargetURL(isTLS: false, host: "h", port: 80, pathAndQuery: "/"))
+                let lines = String(decoding: bytes, as: UTF8.self).components(separatedBy: "\r\n")
+                let replacesOwn = ["host", "user-agent", "accept"].contains(header.name.lowercased())
+                precondition(lines.count == (replacesOwn ? 6 : 7) && lines.contains("\(header.name): \(header.value)"),
+                             "a header broke the request's lines")
             }
         default:
             if let buckets = SparseHistogram.parseBuckets(text) {

@@ -126,7 +126,7 @@ extension RunStore {
             let agents = try AgentRow.filter(AgentRow.Columns.runID == runID).fetchAll(db)
             let names = Dictionary(agents.map { ($0.agentIndex, $0.agentID) }, uniquingKeysWith: { a, _ in a })
             let rows = try IntervalRow.filter(IntervalRow.Columns.runID == runID)
-                .order(IntervalRow.Columns.agentIndex, SQL("CASE phase WHEN 'main' THEN 0 ELSE 1 END"), IntervalRow.Columns.seq)
+                .order(IntervalRow.Columns.agentIndex, SQL("CASE phase WHEN 'main' THEN 0 WHEN 'stat' THEN 1 WHEN 'read' THEN 2 ELSE 3 END"), IntervalRow.Columns.seq)
                 .fetchAll(db)
             var previous: [String: Int64] = [:]
             return rows.compactMap { row -> StoredInterval? in

@@ -4,7 +4,9 @@ import LoadgenCore
 
 /// `async` mode for writes: io_uring. `workers` files are in flight on one thread; each file is a linked chain
 /// (open into a registered "direct" slot, write, optional fsync, close) submitted and reaped in batches, so the
-/// thread makes one system call per batch rather than three or four per file.
+/// thread makes one system call per batch rather than three or four per file. The stat phase is one statx per file,
+/// the read phase a chain (open read-only, reads, a read past the end that must find nothing, close), the remove
+/// phase one unlinkat.
 ///
 /// Latency runs from a file's submission to its close completing. An open that fails cancels the rest of its chain
 /// and counts once, by its errno; a write that fails still closes the slot (hard link) and the partial file is
@@ -28,6 +30,9 @@ public final class AsyncWriteExecutor: PhaseExecutor {
         }
         lg_ring_destroy(ring)
     }
+
+    /// The largest file the async read phase verifies: `--verify` reads each file whole into its slot's buffer.
+    public static let maxVerifiedBytes: UInt64 = 1 << 20
 
     public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
         let engine = self.engine
@@ -53,7 +58,10 @@ private struct RingWorker {
         var expected: Int = 0
         var received: Int = 0
         var error: Int32 = 0
+        /// Bytes written (create) or read (read).
         var written: UInt64 = 0
+        /// The read past the expected end found more: the file is larger than create made it.
+        var longer = false
     }
 
     /// Bytes per write: the engine's content buffer, which every write reads from.
@@ -64,9 +72,11 @@ private struct RingWorker {
         let namer = self.engine.namer
         let alphabet = FileNamer.alphabet
         let files = UInt64(self.engine.spec.files)
-        let create = self.phase == .main
+        let phase = self.phase
+        let create = phase == .main
         let fsyncEach = self.engine.spec.fsync == .each
-        let chain = 2 + Int(min((self.engine.spec.size.upperBytes + self.piece - 1) / max(self.piece, 1), 250)) + (fsyncEach ? 1 : 0)
+        let verify = self.engine.spec.verify
+        let chain = 3 + Int(min((self.engine.spec.size.upperBytes + self.piece - 1) / max(self.piece, 1), 250)) + (fsyncEach ? 1 : 0)
         var entries: UInt32 = 8
         while entries < UInt32(self.depth * chain) && entries < 32768 { entries <<= 1 }
 
@@ -81,6 +91,21 @@ private struct RingWorker {
 
         let paths = UnsafeMutablePointer<UInt8>.allocate(capacity: self.depth * FileNamer.bufferBytes)
         defer { paths.deallocate() }
+        // Where the kernel writes: a struct statx per slot (stat); for reads, one scratch piece all slots share
+        // (its bytes are not looked at), or with --verify a whole file's room per slot.
+        let statxBytes = lg_statx_bytes()
+        let readRoom = verify ? Int(self.engine.spec.size.upperBytes) + 1 : Int(self.piece)
+        let landing = UnsafeMutableRawPointer.allocate(
+            byteCount: phase == .stat ? self.depth * statxBytes : (phase == .read ? (verify ? self.depth : 1) * readRoom : 1),
+            alignment: 64)
+        defer { landing.deallocate() }
+        func area(_ slot: Int) -> UnsafeMutableRawPointer {
+            switch phase {
+            case .stat: landing + slot * statxBytes
+            case .read: verify ? landing + slot * readRoom : landing
+            default: landing
+            }
+        }
         func path(_ slot: Int) -> UnsafeMutablePointer<UInt8> { paths + slot * FileNamer.bufferBytes }
         var slots = [Slot](repeating: Slot(), count: self.depth)
         var free = Array((0..<self.depth).reversed())
@@ -101,11 +126,15 @@ private struct RingWorker {
                 _ = namer.writePath(of: next, into: p, alphabet: alphabet)
                 let cPath = UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self)
                 let tag = UInt64(slot) << 8
-                let size = create ? namer.sizeBytes(of: next) : 0
+                let size = namer.sizeBytes(of: next)
                 let start = MonotonicClock.nowNanos()
-                let queued = create
-                    ? lg_ring_queue_create(ring, dirFD, cPath, UInt32(slot), content, size, self.piece, fsyncEach ? 1 : 0, tag)
-                    : lg_ring_queue_unlink(ring, dirFD, cPath, tag)
+                let queued: Int32
+                switch phase {
+                case .main: queued = lg_ring_queue_create(ring, dirFD, cPath, UInt32(slot), content, size, self.piece, fsyncEach ? 1 : 0, tag)
+                case .stat: queued = lg_ring_queue_statx(ring, dirFD, cPath, area(slot), tag)
+                case .read: queued = lg_ring_queue_read(ring, dirFD, cPath, UInt32(slot), area(slot), verify ? 1 : 0, size, self.piece, tag)
+                case .cleanup: queued = lg_ring_queue_unlink(ring, dirFD, cPath, tag)
+                }
                 if queued == -EBUSY { break }
                 free.removeLast()
                 slots[slot] = Slot(index: next, size: size, start: start, expected: Int(max(queued, 0)), received: 0,
@@ -134,12 +163,14 @@ private struct RingWorker {
                 let slot = Int(tags[i] >> 8)
                 let step = Int(tags[i] & 0xff)
                 let result = results[i]
-                if create {
+                if create || phase == .read {
                     switch step {
                     case 0:
                         if result < 0 { slots[slot].error = -result }
                     case 255:
                         if result < 0, result != -EBADF, slots[slot].error == 0 { slots[slot].error = -result }
+                    case 253 where phase == .read:
+                        if result > 0 { slots[slot].longer = true }
                     default:
                         if result < 0 {
                             if slots[slot].error == 0, result != -ECANCELED { slots[slot].error = -result }
@@ -174,6 +205,20 @@ private struct RingWorker {
                             failure = WriteEngine.fullMessage(kind, code: code)
                             self.control.stop.request(failure!)
                         }
+                    }
+                } else if phase == .stat || phase == .read {
+                    let p = UnsafeRawPointer(path(slot)).assumingMemoryBound(to: CChar.self)
+                    let got = phase == .stat ? lg_statx_size(area(slot)) : s.written
+                    if s.error != 0 {
+                        let verb = phase == .stat ? "stat'ing" : "reading"
+                        counts.tally.recordError(ErrorKind.fromErrno(s.error), "\(verb) \(String(cString: p)): \(errnoDescription(s.error))")
+                    } else if got != s.size || s.longer {
+                        counts.tally.recordError(.mismatch, "\(String(cString: p)) holds \(s.longer ? "more than \(s.size)" : String(got)) bytes; create wrote \(s.size)")
+                    } else if verify, phase == .read,
+                              self.engine.differs(UnsafeRawBufferPointer(start: area(slot), count: Int(s.size)), at: 0) {
+                        counts.tally.recordError(.mismatch, "\(String(cString: p)) does not hold the bytes create wrote")
+                    } else {
+                        counts.recordOperation(bytes: phase == .read ? got : 0, latencyNanos: now &- s.start)
                     }
                 } else if s.error == 0 {
                     counts.recordOperation(bytes: namer.sizeBytes(of: s.index), latencyNanos: now &- s.start)

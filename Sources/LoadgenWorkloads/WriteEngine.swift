@@ -2,7 +2,8 @@ import CLoadgen
 import Glibc
 import LoadgenCore
 
-/// The small-file write workload: the main phase creates a share of the run's files, the cleanup phase removes them.
+/// The small-file write workload: the main phase creates a share of the run's files, the stat and read phases (with
+/// `--phases`) check them, the cleanup phase removes them.
 ///
 /// The per-file loop makes the same system calls the C limit (`../shared/bench/cwrite.c`) makes (open with
 /// O_CREAT, write, close) relative to the run directory's descriptor, with one monotonic clock read on each side.
@@ -38,6 +39,8 @@ public final class WriteEngine: WorkloadEngine {
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
         switch phase {
         case .main: self.create(share: share, control: control, sink: sink)
+        case .stat: self.check(share: share, control: control, sink: sink, reading: false)
+        case .read: self.check(share: share, control: control, sink: sink, reading: true)
         case .cleanup: self.remove(share: share, control: control, sink: sink)
         }
     }
@@ -52,7 +55,24 @@ public final class WriteEngine: WorkloadEngine {
         case .cleanup:
             let left = self.directory.removeSubdirectories()
             return left == 0 ? nil : "\(left) subdirectories could not be removed: they hold files this run did not create."
+        case .stat, .read:
+            return nil
         }
+    }
+
+    /// What a file must hold: `size` bytes, byte `p` being the content buffer's byte `p mod` its length (create
+    /// writes the buffer from its start, again and again). Nil when `bytes`, read at file offset `offset`, match.
+    @inline(__always)
+    func differs(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) -> Bool {
+        let length = UInt64(self.content.count)
+        var done = 0
+        while done < bytes.count {
+            let at = Int((offset &+ UInt64(done)) % length)
+            let n = min(bytes.count - done, self.content.count - at)
+            if memcmp(bytes.baseAddress! + done, self.content.baseAddress! + at, n) != 0 { return true }
+            done += n
+        }
+        return false
     }
 
     // MARK: - The hot loops
@@ -116,6 +136,79 @@ public final class WriteEngine: WorkloadEngine {
         let done = MonotonicClock.nowNanos()
         counts.handOver(to: sink)
         return WorkerResult(doneAtNanos: done, failure: failure)
+    }
+
+    /// The stat phase (`fstatat`, the size checked) or the read phase (open, read to the end, close; the byte count
+    /// checked, and every byte with `--verify`), relative to the run directory's descriptor as create's calls are.
+    /// A file that is missing (removed behind the run's back) counts as ENOENT; one of the wrong size or content as
+    /// `mismatch`.
+    private func check(share: Share, control: WorkerControl, sink: any TallySink, reading: Bool) -> WorkerResult {
+        let pathBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: FileNamer.bufferBytes)
+        defer { pathBuffer.deallocate() }
+        let path = UnsafeRawPointer(pathBuffer).assumingMemoryBound(to: CChar.self)
+        let bufferBytes = 64 * 1024
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferBytes, alignment: 4096)
+        defer { buffer.deallocate() }
+        let alphabet = FileNamer.alphabet
+        let namer = self.namer
+        let dirFD = self.directory.descriptor
+        let verify = self.spec.verify
+        let stop = control.stop
+        let verb = reading ? "reading" : "stat'ing"
+
+        MonotonicClock.sleep(untilNanos: control.startAtNanos)
+        var counts = TickedTally(control: control)
+        var index = share.first
+        let end = share.first + (share.count ?? 0)
+        var st = stat()
+        while index < end {
+            if stop.isRequested { break }
+            _ = namer.writePath(of: index, into: pathBuffer, alphabet: alphabet)
+            let size = namer.sizeBytes(of: index)
+            var errorCode: Int32 = 0
+            var got: UInt64 = 0
+            var wrong = false
+            let t0 = MonotonicClock.nowNanos()
+            if reading {
+                let fd = openat(dirFD, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                if fd >= 0 {
+                    while true {
+                        let n = Glibc.read(fd, buffer, bufferBytes)
+                        if n > 0 {
+                            if verify, !wrong, self.differs(UnsafeRawBufferPointer(start: buffer, count: n), at: got) { wrong = true }
+                            got &+= UInt64(n)
+                        } else if n == 0 {
+                            break
+                        } else if errno != EINTR {
+                            errorCode = errno
+                            break
+                        }
+                    }
+                    close(fd)
+                } else {
+                    errorCode = errno
+                }
+            } else if fstatat(dirFD, path, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                got = UInt64(st.st_size)
+            } else {
+                errorCode = errno
+            }
+            let t1 = MonotonicClock.nowNanos()
+            if errorCode != 0 {
+                counts.tally.recordError(ErrorKind.fromErrno(errorCode), "\(verb) \(String(cString: path)): \(errnoDescription(errorCode))")
+            } else if got != size {
+                counts.tally.recordError(.mismatch, "\(String(cString: path)) holds \(got) bytes; create wrote \(size)")
+            } else if wrong {
+                counts.tally.recordError(.mismatch, "\(String(cString: path)) does not hold the bytes create wrote")
+            } else {
+                counts.recordOperation(bytes: reading ? got : 0, latencyNanos: t1 &- t0)
+            }
+            counts.tick(t1, to: sink)
+            index &+= 1
+        }
+        let done = MonotonicClock.nowNanos()
+        counts.handOver(to: sink)
+        return WorkerResult(doneAtNanos: done)
     }
 
     private func remove(share: Share, control: WorkerControl, sink: any TallySink) -> WorkerResult {

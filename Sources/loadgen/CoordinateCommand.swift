@@ -125,8 +125,18 @@ struct CoordinateCommand: AsyncParsableCommand {
         let target = dirs[0]
         let size = try SizeRange.parse(self.write.size)
         let modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .write)
+        var keep = self.write.keep
+        var phases = (stat: false, read: false)
+        if let text = self.write.phases {
+            let parsed = try WriteSpec.parsePhases(text)
+            if parsed.remove, keep {
+                throw .usage("--phases '\(text)' removes the files and --keep keeps them: give one or the other.")
+            }
+            keep = keep || !parsed.remove
+            phases = (parsed.stat, parsed.read)
+        }
         let spec = WriteSpec(target: target, files: self.write.fileCount, size: size, dirs: self.write.dirs,
-                             fsync: self.write.fsync, keep: self.write.keep)
+                             fsync: self.write.fsync, keep: keep, stat: phases.stat, read: phases.read, verify: self.write.verify)
         try spec.validate()
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
@@ -228,6 +238,14 @@ struct WriteOptions: ParsableArguments {
     @Flag(help: "Keep the files; by default they are removed after the run, timed as its cleanup phase.")
     var keep = false
 
+    @Option(help: ArgumentHelp(
+        "The timed phases, in order: create, stat, read, remove (default create,remove; without remove the files are kept).",
+        valueName: "LIST"))
+    var phases: String?
+
+    @Flag(help: "In the read phase, compare every byte with what create wrote (a mismatch is an error of kind 'mismatch').")
+    var verify = false
+
     var size: String { self.sizeText ?? "2" }
     var dirs: Int { self.dirsCount ?? 1 }
     var fsync: FsyncPolicy { self.fsyncPolicy ?? .none }
@@ -237,7 +255,8 @@ struct WriteOptions: ParsableArguments {
     func checkUnused() throws(LoadgenError) {
         let given = [self.files != nil ? "--files" : nil, self.sizeText != nil ? "--size" : nil,
                      self.dirsCount != nil ? "--dirs" : nil, self.fsyncPolicy != nil ? "--fsync" : nil,
-                     self.keep ? "--keep" : nil].compactMap { $0 }
+                     self.keep ? "--keep" : nil, self.phases != nil ? "--phases" : nil,
+                     self.verify ? "--verify" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to write runs (directory targets), not to fetching URLs.")
         }

@@ -59,7 +59,7 @@ final class Renderer: RunObserver {
 
     func progress(_ snapshot: ProgressSnapshot) {
         let unit = Self.unit(snapshot.request, phase: snapshot.phase)
-        var parts = ["  \(snapshot.phase == .main ? Self.verb(snapshot.request) : "cleanup")"]
+        var parts = ["  \(Self.verb(snapshot.request, phase: snapshot.phase))"]
         if let expected = snapshot.expectedOps {
             parts.append("\(Format.count(snapshot.ops))/\(Format.count(expected)) \(unit)")
         } else {
@@ -133,7 +133,9 @@ final class Renderer: RunObserver {
 
     // MARK: - Text
 
-    static func verb(_ request: RunRequest) -> String { request.workload == .write ? "create" : "fetch" }
+    static func verb(_ request: RunRequest, phase: Phase = .main) -> String {
+        request.workload == .write ? WriteSpec.name(of: phase) : "fetch"
+    }
 
     static func unit(_ request: RunRequest, phase: Phase) -> String {
         request.workload == .write ? "files" : "requests"
@@ -180,6 +182,16 @@ final class Renderer: RunObserver {
             for (kind, sample) in r.errorSamples.sorted(by: { $0.key < $1.key }).prefix(3) {
                 lines.append("            \(kind): \(sample)")
             }
+        }
+        for phase in r.phases ?? [] where phase.phase == "stat" || phase.phase == "read" {
+            let did = phase.phase == "stat" ? "stat'ed" : "read"
+            var line = "  \(Format.pad(phase.phase ?? "", 9)) \(Format.count(phase.ops)) \(did) in \(Format.seconds(phase.durationS))  \(Format.rate(phase.opsPerS)) \(unit)/s"
+            if phase.phase == "read" { line += "  \((Double(phase.bytes) / 1_048_576 / max(phase.durationS, 1e-9)).formatted(decimals: 2)) MiB/s" }
+            line += "  p99 \(Format.latency(us: phase.latencyUs.p99))  errors \(Format.count(phase.errors))"
+            if !phase.errorsByKind.isEmpty {
+                line += " (" + phase.errorsByKind.sorted { $0.value > $1.value }.map { "\($0.key) \(Format.count($0.value))" }.joined(separator: ", ") + ")"
+            }
+            lines.append(line)
         }
         if let cleanup = r.cleanup {
             lines.append("  cleanup   \(Format.count(cleanup.ops)) removed in \(Format.seconds(cleanup.durationS))  \(Format.rate(cleanup.opsPerS)) \(unit)/s  p99 \(Format.latency(us: cleanup.latencyUs.p99))")

@@ -8,7 +8,8 @@ enum RunHarness {
     static func perform(_ request: RunRequest, phases: [Phase], agentID: String = "test",
                         destinations: DestinationPolicy? = nil,
                         beforeStart: (@Sendable () async -> Void)? = nil,
-                        whileRunning: (@Sendable () async -> Void)? = nil) async -> [WireMessage] {
+                        whileRunning: (@Sendable () async -> Void)? = nil,
+                        afterPhase: (@Sendable (Phase) async -> Void)? = nil) async -> [WireMessage] {
         let controller = RunController(request: request, context: RunContext(
             agentID: agentID, allowedRoots: nil, workerExecutable: TestSupport.binary, destinations: destinations))
         let (commands, continuation) = AsyncStream.makeStream(of: RunCommand.self)
@@ -34,6 +35,7 @@ enum RunHarness {
             continuation.yield(.start(phase, atNanos: MonotonicClock.nowNanos() + 10_000_000))
             if i == 0, let whileRunning { await whileRunning() }
             while phaseDone.value < i + 1 { try? await Task.sleep(for: .milliseconds(5)) }
+            if let afterPhase { await afterPhase(phase) }
         }
         continuation.yield(.finish)
         continuation.finish()

@@ -10,8 +10,8 @@
 
 /// loadgen wire protocol version 5: the binary frames.
 ///
-/// (Version 5 added request methods, headers, bodies and response checks to the JSON run request; these frames
-/// are byte for byte those of version 4.)
+/// (Version 5 added request methods, headers, bodies and response checks to the JSON run request, and the stat and
+/// read phases; frames of the other phases are byte for byte those of version 4.)
 ///
 /// Every frame on a loadgen byte stream (TCP between coordinator and agents, pipes between an agent and its worker
 /// processes) is a 4-byte big-endian length, at most 1 MiB, then that many bytes of body:
@@ -51,8 +51,18 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 
 nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   typealias RawValue = Int
+
+  /// a write run's create phase; a fetch run's only phase
   case main // = 0
+
+  /// a write run's remove phase
   case cleanup // = 1
+
+  /// --phases stat: each created file stat'ed
+  case stat // = 2
+
+  /// --phases read: each created file read back
+  case read // = 3
   case UNRECOGNIZED(Int)
 
   init() {
@@ -63,6 +73,8 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
     switch rawValue {
     case 0: self = .main
     case 1: self = .cleanup
+    case 2: self = .stat
+    case 3: self = .read
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -71,6 +83,8 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
     switch self {
     case .main: return 0
     case .cleanup: return 1
+    case .stat: return 2
+    case .read: return 3
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -79,6 +93,8 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   static let allCases: [Loadgen_Wire_V5_Phase] = [
     .main,
     .cleanup,
+    .stat,
+    .read,
   ]
 
 }
@@ -241,7 +257,7 @@ nonisolated struct Loadgen_Wire_V5_TargetTally: Sendable {
 fileprivate nonisolated let _protobuf_package = "loadgen.wire.v5"
 
 nonisolated extension Loadgen_Wire_V5_Phase: SwiftProtobuf._ProtoNameProviding {
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PHASE_MAIN\0\u{1}PHASE_CLEANUP\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PHASE_MAIN\0\u{1}PHASE_CLEANUP\0\u{1}PHASE_STAT\0\u{1}PHASE_READ\0")
 }
 
 nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -80,9 +80,13 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     public var read: Bool
     /// `--verify`: the read phase also compares every byte with what create wrote.
     public var verify: Bool
+    /// `--stonewall`: every worker stops creating at this time into the create phase (IO500's rule); the later
+    /// phases act on exactly the files each worker made.
+    public var stonewallNanos: UInt64?
 
     public init(target: String, files: Int = 10_000, size: SizeRange = SizeRange(exactly: 2), dirs: Int = 1,
-                fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false) {
+                fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false,
+                stonewallNanos: UInt64? = nil) {
         self.target = target
         self.files = files
         self.size = size
@@ -92,10 +96,11 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.stat = stat
         self.read = read
         self.verify = verify
+        self.stonewallNanos = stonewallNanos
     }
 
     enum CodingKeys: String, CodingKey {
-        case target, files, size, dirs, fsync, keep, stat, read, verify
+        case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos
     }
 
     /// Runs stored before the stat and read phases existed decode with neither.
@@ -110,6 +115,7 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.stat = try c.decodeIfPresent(Bool.self, forKey: .stat) ?? false
         self.read = try c.decodeIfPresent(Bool.self, forKey: .read) ?? false
         self.verify = try c.decodeIfPresent(Bool.self, forKey: .verify) ?? false
+        self.stonewallNanos = try c.decodeIfPresent(UInt64.self, forKey: .stonewallNanos)
     }
 
     /// The phases the run has, in order: create (`main`), then stat and read when asked, then remove (`cleanup`)
@@ -407,6 +413,9 @@ extension WriteSpec {
         }
         if self.verify, !self.read {
             throw .usage("--verify checks what the read phase reads: give --phases with read.")
+        }
+        if let stonewall = self.stonewallNanos, stonewall == 0 {
+            throw .usage("--stonewall must be longer than zero.")
         }
     }
 }

@@ -71,8 +71,10 @@ private struct RingWorker {
         let dirFD = self.engine.directory.descriptor
         let namer = self.engine.namer
         let alphabet = FileNamer.alphabet
-        let files = UInt64(self.engine.spec.files)
         let phase = self.phase
+        // The ring makes every file, in order: after create, the later phases take what it reached.
+        let files = phase == .main ? UInt64(self.engine.spec.files) : self.engine.end(of: Share(first: 0, count: UInt64(self.engine.spec.files)))
+        let stonewall = phase == .main ? self.engine.spec.stonewallNanos.map { self.control.startAtNanos &+ $0 } ?? UInt64.max : UInt64.max
         let create = phase == .main
         let fsyncEach = self.engine.spec.fsync == .each
         let verify = self.engine.spec.verify
@@ -119,9 +121,11 @@ private struct RingWorker {
 
         MonotonicClock.sleep(untilNanos: self.control.startAtNanos)
         var counts = TickedTally(control: self.control)
+        var lastReap = self.control.startAtNanos
+        defer { if phase == .main { self.engine.createdEnd.withLock { $0[0] = next } } }
         while true {
-            // Fill every free slot with the next file's chain.
-            while !self.control.stop.isRequested, next < files, let slot = free.last {
+            // Fill every free slot with the next file's chain (none past the stonewall).
+            while !self.control.stop.isRequested, next < files, lastReap < stonewall, let slot = free.last {
                 let p = path(slot)
                 _ = namer.writePath(of: next, into: p, alphabet: alphabet)
                 let cPath = UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self)
@@ -159,6 +163,7 @@ private struct RingWorker {
                 results.withUnsafeMutableBufferPointer { r in lg_ring_reap(ring, t.baseAddress, r.baseAddress, UInt32(reapMax)) }
             })
             let now = MonotonicClock.nowNanos()
+            lastReap = now
             for i in 0..<count {
                 let slot = Int(tags[i] >> 8)
                 let step = Int(tags[i] & 0xff)

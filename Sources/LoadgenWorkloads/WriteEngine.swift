@@ -16,6 +16,9 @@ public final class WriteEngine: WorkloadEngine {
     /// URL-safe text the files' contents are cut from (at most 1 MiB; longer files repeat it). Filled in `init`
     /// and only read after, by every worker: safe to share.
     nonisolated(unsafe) let content: UnsafeMutableRawBufferPointer
+    /// Where each worker's create stopped (keyed by its share's first index; exclusive): under `--stonewall` the
+    /// later phases act on exactly the files each worker made, not on its whole share.
+    let createdEnd = Locked<[UInt64: UInt64]>([:])
 
     public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64) {
         self.spec = spec
@@ -89,13 +92,18 @@ public final class WriteEngine: WorkloadEngine {
         let fsyncEach = self.spec.fsync == .each
         let stop = control.stop
         var failure: String?
+        let stonewall = self.spec.stonewallNanos.map { control.startAtNanos &+ $0 } ?? UInt64.max
 
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
         var counts = TickedTally(control: control)
         var index = share.first
         let end = share.first + (share.count ?? 0)
+        var last = control.startAtNanos
+        defer { self.createdEnd.withLock { $0[share.first] = index } }
         while index < end {
             if stop.isRequested { break }
+            // The stonewall, against the clock read at the last file's end: no extra read per file.
+            if last >= stonewall { break }
             _ = namer.writePath(of: index, into: pathBuffer, alphabet: alphabet)
             let size = namer.sizeBytes(of: index)
             let t0 = MonotonicClock.nowNanos()
@@ -119,6 +127,7 @@ public final class WriteEngine: WorkloadEngine {
                 errorCode = -fd
             }
             let t1 = MonotonicClock.nowNanos()
+            last = t1
             if errorCode == 0 {
                 counts.recordOperation(bytes: size, latencyNanos: t1 &- t0)
             } else {
@@ -159,7 +168,7 @@ public final class WriteEngine: WorkloadEngine {
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
         var counts = TickedTally(control: control)
         var index = share.first
-        let end = share.first + (share.count ?? 0)
+        let end = self.end(of: share)
         var st = stat()
         while index < end {
             if stop.isRequested { break }
@@ -223,7 +232,7 @@ public final class WriteEngine: WorkloadEngine {
         MonotonicClock.sleep(untilNanos: control.startAtNanos)
         var counts = TickedTally(control: control)
         var index = share.first
-        let end = share.first + (share.count ?? 0)
+        let end = self.end(of: share)
         while index < end {
             if stop.isRequested { break }
             _ = namer.writePath(of: index, into: pathBuffer, alphabet: alphabet)
@@ -245,6 +254,13 @@ public final class WriteEngine: WorkloadEngine {
         let done = MonotonicClock.nowNanos()
         counts.handOver(to: sink)
         return WorkerResult(doneAtNanos: done)
+    }
+
+    /// Where a later phase's share ends: where that worker's create stopped, when it ran here (a stonewall, a stop),
+    /// else the whole share.
+    func end(of share: Share) -> UInt64 {
+        let whole = share.first + (share.count ?? 0)
+        return min(whole, self.createdEnd.withLock { $0[share.first] } ?? whole)
     }
 
     static func fullMessage(_ kind: ErrorKind, code: Int32) -> String {

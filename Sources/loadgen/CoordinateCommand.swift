@@ -135,8 +135,16 @@ struct CoordinateCommand: AsyncParsableCommand {
             keep = keep || !parsed.remove
             phases = (parsed.stat, parsed.read)
         }
+        var stonewall: UInt64?
+        if let text = self.write.stonewall {
+            guard let nanos = DurationText.parseNanos(text), nanos > 0 else {
+                throw .usage("--stonewall '\(text)' is not a duration such as 300s or 5m.")
+            }
+            stonewall = nanos
+        }
         let spec = WriteSpec(target: target, files: self.write.fileCount, size: size, dirs: self.write.dirs,
-                             fsync: self.write.fsync, keep: keep, stat: phases.stat, read: phases.read, verify: self.write.verify)
+                             fsync: self.write.fsync, keep: keep, stat: phases.stat, read: phases.read, verify: self.write.verify,
+                             stonewallNanos: stonewall)
         try spec.validate()
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
@@ -246,6 +254,9 @@ struct WriteOptions: ParsableArguments {
     @Flag(help: "In the read phase, compare every byte with what create wrote (a mismatch is an error of kind 'mismatch').")
     var verify = false
 
+    @Option(help: ArgumentHelp("Every worker stops creating at this time into the create phase (IO500's stonewall); the later phases act on exactly what each made.", valueName: "DURATION"))
+    var stonewall: String?
+
     var size: String { self.sizeText ?? "2" }
     var dirs: Int { self.dirsCount ?? 1 }
     var fsync: FsyncPolicy { self.fsyncPolicy ?? .none }
@@ -256,7 +267,7 @@ struct WriteOptions: ParsableArguments {
         let given = [self.files != nil ? "--files" : nil, self.sizeText != nil ? "--size" : nil,
                      self.dirsCount != nil ? "--dirs" : nil, self.fsyncPolicy != nil ? "--fsync" : nil,
                      self.keep ? "--keep" : nil, self.phases != nil ? "--phases" : nil,
-                     self.verify ? "--verify" : nil].compactMap { $0 }
+                     self.verify ? "--verify" : nil, self.stonewall != nil ? "--stonewall" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to write runs (directory targets), not to fetching URLs.")
         }

@@ -147,6 +147,7 @@ final class Renderer: RunObserver {
             if write.dirs > 1 { parts.append("in \(write.dirs) dirs") }
             if write.fsync != .none { parts.append("fsync \(write.fsync.rawValue)") }
             if write.keep { parts.append("kept") }
+            if let stonewall = write.stonewallNanos { parts.append("stonewall \(DurationText.format(nanos: stonewall))") }
             return parts.joined(separator: ", ")
         }
         if let fetch = request.fetch {

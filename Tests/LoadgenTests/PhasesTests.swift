@@ -69,6 +69,30 @@ struct PhasesTests {
         #expect(RunHarness.done(messages, .cleanup)?.ops == 39)
     }
 
+    /// IO500's stonewall: every worker stops creating at the stonewall, and stat, read and remove act on exactly the
+    /// files each made (the whole share of a million is never reached).
+    @Test(arguments: [(ExecutionMode.threads, 20), (.threads, 120), (.sequential, 60), (.processes, 60), (.async, 60)])
+    func theStonewallStopsCreateAndTheLaterPhasesTakeWhatWasMade(mode: ExecutionMode, milliseconds: Int) async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        var spec = Self.spec(root, files: 1_000_000, size: SizeRange(exactly: 0), verify: false)
+        spec.stonewallNanos = UInt64(milliseconds) * 1_000_000
+        let request = RunRequest(runID: "s-\(mode.rawValue)-\(milliseconds)", write: spec, mode: mode, workers: mode == .sequential ? 1 : 2, seed: 4)
+        try request.validate()
+        let messages = await RunHarness.perform(request, phases: spec.phases)
+        let create = try #require(RunHarness.done(messages, .main))
+        #expect(create.ops > 0 && create.ops < 1_000_000)
+        #expect(create.errors == 0)
+        let seconds = Double(create.durationNanos) / 1e9
+        #expect(seconds >= Double(milliseconds) / 1000 && seconds < Double(milliseconds) / 1000 + 0.5, "create took \(seconds)s")
+        for phase in [Phase.stat, .read, .cleanup] {
+            let done = try #require(RunHarness.done(messages, phase))
+            #expect(done.ops == create.ops, "\(phase)")
+            #expect(done.errors == 0, "\(phase): \(String(describing: (try? RunHarness.tally(messages, phase))?.errorSamples))")
+        }
+        #expect(TestSupport.files(under: root).isEmpty)
+    }
+
     @Test func theKeptFilesStayWithoutARemovePhase() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
@@ -125,6 +149,8 @@ struct PhasesTests {
         (["--phases", "create,remove", "--keep"], "give one or the other"),
         (["--verify"], "--verify checks what the read phase reads"),
         (["--phases", "create,stats"], "'stats'"),
+        (["--stonewall", "0s"], "--stonewall"),
+        (["--stonewall", "soon"], "soon"),
     ])
     func refusals(arguments: [String], words: String) async throws {
         let dir = try TestSupport.makeTemporaryDirectory()

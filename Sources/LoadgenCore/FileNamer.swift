@@ -16,11 +16,15 @@ public struct FileNamer: Sendable, Hashable {
     public let seed: UInt64
     public let size: SizeRange
     public let dirs: Int
+    /// `--dir-per-worker`: the run's file count, and the directory of a file is its worker's (the one whose
+    /// contiguous share holds it) rather than its index modulo `dirs`.
+    public let blockFiles: UInt64?
 
-    public init(seed: UInt64, size: SizeRange, dirs: Int) {
+    public init(seed: UInt64, size: SizeRange, dirs: Int, blockFiles: UInt64? = nil) {
         self.seed = seed
         self.size = size
         self.dirs = max(1, dirs)
+        self.blockFiles = blockFiles
     }
 
     /// The URL-safe base64 alphabet, in a table that lives for the process.
@@ -44,7 +48,14 @@ public struct FileNamer: Sendable, Hashable {
     /// The subdirectory of file `index` (0 when the run has one directory).
     @inline(__always)
     public func directory(of index: UInt64) -> Int {
-        self.dirs == 1 ? 0 : Int(index % UInt64(self.dirs))
+        if self.dirs == 1 { return 0 }
+        guard let total = self.blockFiles else { return Int(index % UInt64(self.dirs)) }
+        // The inverse of ``share(of:workers:worker:)``: the first `extra` shares hold base + 1 files.
+        let n = UInt64(self.dirs)
+        let base = total / n, extra = total % n
+        let big = extra * (base + 1)
+        if index < big { return Int(index / (base + 1)) }
+        return base == 0 ? Int(n - 1) : Int(extra + (index - big) / base)
     }
 
     /// The name of subdirectory `number`: `d000042`.

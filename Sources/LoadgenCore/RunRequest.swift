@@ -83,10 +83,14 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     /// `--stonewall`: every worker stops creating at this time into the create phase (IO500's rule); the later
     /// phases act on exactly the files each worker made.
     public var stonewallNanos: UInt64?
+    /// `--dir-per-worker` (mdtest's `-u`): each worker's files in a directory of its own.
+    public var dirPerWorker: Bool
+    /// `--preset`: the shape the run's parameters came from (mdtest-easy, mdtest-hard), for the report.
+    public var preset: String?
 
     public init(target: String, files: Int = 10_000, size: SizeRange = SizeRange(exactly: 2), dirs: Int = 1,
                 fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false,
-                stonewallNanos: UInt64? = nil) {
+                stonewallNanos: UInt64? = nil, dirPerWorker: Bool = false, preset: String? = nil) {
         self.target = target
         self.files = files
         self.size = size
@@ -97,10 +101,17 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.read = read
         self.verify = verify
         self.stonewallNanos = stonewallNanos
+        self.dirPerWorker = dirPerWorker
+        self.preset = preset
+    }
+
+    /// The subdirectories of each agent's run directory: one per worker with `--dir-per-worker`, else `--dirs`.
+    public func directoryCount(workers: Int) -> Int {
+        self.dirPerWorker ? max(1, workers) : self.dirs
     }
 
     enum CodingKeys: String, CodingKey {
-        case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos
+        case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos, dirPerWorker, preset
     }
 
     /// Runs stored before the stat and read phases existed decode with neither.
@@ -116,6 +127,8 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.read = try c.decodeIfPresent(Bool.self, forKey: .read) ?? false
         self.verify = try c.decodeIfPresent(Bool.self, forKey: .verify) ?? false
         self.stonewallNanos = try c.decodeIfPresent(UInt64.self, forKey: .stonewallNanos)
+        self.dirPerWorker = try c.decodeIfPresent(Bool.self, forKey: .dirPerWorker) ?? false
+        self.preset = try c.decodeIfPresent(String.self, forKey: .preset)
     }
 
     /// The phases the run has, in order: create (`main`), then stat and read when asked, then remove (`cleanup`)
@@ -416,6 +429,9 @@ extension WriteSpec {
         }
         if let stonewall = self.stonewallNanos, stonewall == 0 {
             throw .usage("--stonewall must be longer than zero.")
+        }
+        if self.dirPerWorker, self.dirs > 1 {
+            throw .usage("--dirs \(self.dirs) and --dir-per-worker both say where files go: give one.")
         }
     }
 }

@@ -125,9 +125,9 @@ public final class RunController: Sendable {
             let directory = try RunDirectory.create(
                 target: spec.target, allowedRoots: self.context.allowedRoots,
                 name: RunDirectory.name(runID: self.request.runID, agentID: self.context.agentID),
-                subdirectories: spec.dirs,
+                subdirectories: spec.directoryCount(workers: self.request.workers),
                 marker: RunMarker(runID: self.request.runID, agentID: self.context.agentID, keep: spec.keep))
-            return (WriteEngine(spec: spec, directory: directory, seed: seed), directory)
+            return (WriteEngine(spec: spec, directory: directory, seed: seed, workers: self.request.workers), directory)
         case .fetch:
             guard let spec = self.request.fetch else { throw .usage("A fetch run must carry a fetch specification.") }
             return (try FetchEngine(spec: spec, destinations: self.context.destinations), nil)

@@ -20,10 +20,11 @@ public final class WriteEngine: WorkloadEngine {
     /// later phases act on exactly the files each worker made, not on its whole share.
     let createdEnd = Locked<[UInt64: UInt64]>([:])
 
-    public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64) {
+    public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64, workers: Int = 1) {
         self.spec = spec
         self.directory = directory
-        self.namer = FileNamer(seed: seed, size: spec.size, dirs: spec.dirs)
+        self.namer = FileNamer(seed: seed, size: spec.size, dirs: spec.directoryCount(workers: workers),
+                               blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil)
         let length = Int(min(max(spec.size.upperBytes, 1), 1 << 20))
         self.content = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 4096)
         var state = seed | 1

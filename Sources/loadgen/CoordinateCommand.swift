@@ -123,10 +123,14 @@ struct CoordinateCommand: AsyncParsableCommand {
             throw .usage("Give one target directory; got \(dirs.count) (\(dirs.joined(separator: ", "))).")
         }
         let target = dirs[0]
-        let size = try SizeRange.parse(self.write.size)
+        // A preset sets what it names; a flag given beside it wins.
+        let preset = try self.write.preset.map { text throws(LoadgenError) in try WritePreset.parse(text) }
+        let shape = preset?.parameters(workers: workers)
+        var size = shape?.size ?? SizeRange(exactly: 2)
+        if let text = self.write.sizeText { size = try SizeRange.parse(text) }
         let modes = try ExecutionMode.parseList(self.run.mode ?? "all", workload: .write)
         var keep = self.write.keep
-        var phases = (stat: false, read: false)
+        var phases = (stat: shape?.stat ?? false, read: shape?.read ?? false)
         if let text = self.write.phases {
             let parsed = try WriteSpec.parsePhases(text)
             if parsed.remove, keep {
@@ -135,16 +139,18 @@ struct CoordinateCommand: AsyncParsableCommand {
             keep = keep || !parsed.remove
             phases = (parsed.stat, parsed.read)
         }
-        var stonewall: UInt64?
+        var stonewall = shape?.stonewallNanos
         if let text = self.write.stonewall {
             guard let nanos = DurationText.parseNanos(text), nanos > 0 else {
                 throw .usage("--stonewall '\(text)' is not a duration such as 300s or 5m.")
             }
             stonewall = nanos
         }
-        let spec = WriteSpec(target: target, files: self.write.fileCount, size: size, dirs: self.write.dirs,
-                             fsync: self.write.fsync, keep: keep, stat: phases.stat, read: phases.read, verify: self.write.verify,
-                             stonewallNanos: stonewall)
+        let dirPerWorker = self.write.dirPerWorker || (self.write.dirsCount == nil && shape?.dirPerWorker == true)
+        let spec = WriteSpec(target: target, files: self.write.files ?? shape?.files ?? 10_000, size: size, dirs: self.write.dirs,
+                             fsync: self.write.fsyncPolicy ?? shape?.fsync ?? .none, keep: keep, stat: phases.stat,
+                             read: phases.read, verify: self.write.verify, stonewallNanos: stonewall,
+                             dirPerWorker: dirPerWorker, preset: preset?.rawValue)
         try spec.validate()
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
@@ -257,6 +263,12 @@ struct WriteOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Every worker stops creating at this time into the create phase (IO500's stonewall); the later phases act on exactly what each made.", valueName: "DURATION"))
     var stonewall: String?
 
+    @Flag(help: "Each worker's files in a directory of its own (mdtest's -u); by default a run's files share its directory (or --dirs).")
+    var dirPerWorker = false
+
+    @Option(help: ArgumentHelp("IO500's shapes: mdtest-easy (empty files, a directory per worker, create/stat/remove) or mdtest-hard (3901-byte files in one directory, create/stat/read/remove); a million files per worker, a 300s stonewall; flags given beside it win.", valueName: "NAME"))
+    var preset: String?
+
     var size: String { self.sizeText ?? "2" }
     var dirs: Int { self.dirsCount ?? 1 }
     var fsync: FsyncPolicy { self.fsyncPolicy ?? .none }
@@ -267,7 +279,8 @@ struct WriteOptions: ParsableArguments {
         let given = [self.files != nil ? "--files" : nil, self.sizeText != nil ? "--size" : nil,
                      self.dirsCount != nil ? "--dirs" : nil, self.fsyncPolicy != nil ? "--fsync" : nil,
                      self.keep ? "--keep" : nil, self.phases != nil ? "--phases" : nil,
-                     self.verify ? "--verify" : nil, self.stonewall != nil ? "--stonewall" : nil].compactMap { $0 }
+                     self.verify ? "--verify" : nil, self.stonewall != nil ? "--stonewall" : nil,
+                     self.dirPerWorker ? "--dir-per-worker" : nil, self.preset != nil ? "--preset" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to write runs (directory targets), not to fetching URLs.")
         }

@@ -144,7 +144,9 @@ final class Renderer: RunObserver {
     static func describe(_ request: RunRequest) -> String {
         if let write = request.write {
             var parts = ["\(Format.count(write.files)) files of \(write.size)", "under \(write.target)"]
+            if let preset = write.preset { parts.insert(preset, at: 0) }
             if write.dirs > 1 { parts.append("in \(write.dirs) dirs") }
+            if write.dirPerWorker { parts.append("a directory per worker") }
             if write.fsync != .none { parts.append("fsync \(write.fsync.rawValue)") }
             if write.keep { parts.append("kept") }
             if let stonewall = write.stonewallNanos { parts.append("stonewall \(DurationText.format(nanos: stonewall))") }

@@ -104,6 +104,61 @@ struct PhasesTests {
         #expect(TestSupport.files(under: root).count == 30)
     }
 
+    /// `--dir-per-worker`: each worker's contiguous share in its own directory, in every mode.
+    @Test(arguments: [ExecutionMode.threads, .processes, .async])
+    func eachWorkerHasADirectoryOfItsOwn(mode: ExecutionMode) async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let spec = WriteSpec(target: root, files: 103, size: SizeRange(exactly: 1), keep: true, dirPerWorker: true)
+        let request = RunRequest(runID: "w-\(mode.rawValue)", write: spec, mode: mode, workers: 4, seed: 8)
+        try request.validate()
+        let messages = await RunHarness.perform(request, phases: spec.phases)
+        #expect(RunHarness.done(messages)?.ops == 103)
+        let dir = root + "/" + RunDirectory.name(runID: request.runID, agentID: "test")
+        let namer = FileNamer(seed: FileNamer.agentSeed(runSeed: 8, agentID: "test"), size: spec.size, dirs: 4, blockFiles: 103)
+        for worker in 0..<4 {
+            let share = FileNamer.share(of: 103, workers: 4, worker: worker)
+            let names = Set(try FileManager.default.contentsOfDirectory(atPath: dir + "/" + FileNamer.directoryName(worker)))
+            #expect(names.count == Int(share.count), "worker \(worker)")
+            for index in share.first..<(share.first + share.count) {
+                #expect(namer.path(of: index).hasPrefix(FileNamer.directoryName(worker) + "/"))
+                #expect(names.contains(String(namer.path(of: index).dropFirst(8))))
+            }
+        }
+    }
+
+    /// The presets follow IO500's phase_mdtest_easy.c and phase_mdtest_hard.c.
+    @Test func thePresetsAreIO500sShapes() throws {
+        let easy = WritePreset.mdtestEasy.parameters(workers: 3)
+        #expect(easy == WritePreset.Parameters(files: 3_000_000, size: SizeRange(exactly: 0), dirPerWorker: true, stat: true,
+                                               read: false, stonewallNanos: 300_000_000_000, fsync: .none))
+        let hard = WritePreset.mdtestHard.parameters(workers: 2)
+        #expect(hard == WritePreset.Parameters(files: 2_000_000, size: SizeRange(exactly: 3901), dirPerWorker: false, stat: true,
+                                               read: true, stonewallNanos: 300_000_000_000, fsync: .end))
+        #expect(throws: LoadgenError.self) { try WritePreset.parse("io500") }
+    }
+
+    /// Through the binary: a preset names itself in the report, and a flag given beside it wins.
+    @Test func aPresetIsReportedAndFlagsOverrideIt() async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let out = try await TestSupport.run(["coordinate", "--target", dir, "--preset", "mdtest-hard", "--files", "300",
+                                             "--stonewall", "20s", "--mode", "threads", "--workers", "2", "--json"],
+                                            environment: ["LOADGEN_DB": dir + "/db.sqlite"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let line = try #require(try CommandLineTests.jsonLines(out.stdout).first)
+        #expect(try JSONSchemaValidator(schemaFile: CommandLineTests.reportSchema).validate(line) == [])
+        let write = try #require(line["write"] as? [String: Any])
+        #expect(write["preset"] as? String == "mdtest-hard")
+        #expect(write["files"] as? Int == 300, "--files wins")
+        #expect(write["stonewall_nanos"] as? Int == 20_000_000_000, "--stonewall wins")
+        #expect((write["size"] as? [String: Int])?["lower_bytes"] == 3901)
+        #expect(write["fsync"] as? String == "end")
+        #expect((line["phases"] as? [[String: Any]])?.map { $0["phase"] as? String } == ["create", "stat", "read", "remove"])
+        #expect((line["phases"] as? [[String: Any]])?.map { $0["ops"] as? Int } == [300, 300, 300, 300])
+        #expect(out.stderr.contains("mdtest-hard"))
+    }
+
     @Test func phaseListsParseInOrderAndRefuseTheRest() throws {
         #expect(try WriteSpec.parsePhases("create,remove") == (false, false, true))
         #expect(try WriteSpec.parsePhases(" create , stat,read ") == (true, true, false))
@@ -151,6 +206,8 @@ struct PhasesTests {
         (["--phases", "create,stats"], "'stats'"),
         (["--stonewall", "0s"], "--stonewall"),
         (["--stonewall", "soon"], "soon"),
+        (["--dirs", "4", "--dir-per-worker"], "give one"),
+        (["--preset", "io500"], "'io500'"),
     ])
     func refusals(arguments: [String], words: String) async throws {
         let dir = try TestSupport.makeTemporaryDirectory()

@@ -69,6 +69,7 @@ extension Loadgen_Wire_V5_Interval {
         case .main: self.phase = .main
         case .stat: self.phase = .stat
         case .read: self.phase = .read
+        case .mkdir: self.phase = .mkdir
         case .cleanup: self.phase = .cleanup
         }
         self.seq = UInt64(clamping: interval.seq)
@@ -108,6 +109,7 @@ extension WireMessage.Interval {
         case .cleanup: phase = .cleanup
         case .stat: phase = .stat
         case .read: phase = .read
+        case .mkdir: phase = .mkdir
         case .UNRECOGNIZED(let raw): throw .protocolViolation("An interval names phase \(raw), which is not a phase.")
         }
         guard binary.seq <= UInt64(Int.max) else { throw .protocolViolation("An interval's seq \(binary.seq) is out of range.") }

@@ -10,8 +10,8 @@ public struct FileNamer: Sendable, Hashable {
     public static let nameBytes = nameCharacters + 4
     /// Bytes of the `dNNNNNN/` prefix when files are spread over subdirectories.
     public static let directoryPrefixBytes = 8
-    /// Room for the longest relative path and its NUL terminator.
-    public static let bufferBytes = directoryPrefixBytes + nameBytes + 1
+    /// Room for the longest relative path (a `--tree` of the deepest shape) and its NUL terminator.
+    public static let bufferBytes = TreeShape.maxDepth * directoryPrefixBytes + nameBytes + 1
 
     public let seed: UInt64
     public let size: SizeRange
@@ -19,12 +19,15 @@ public struct FileNamer: Sendable, Hashable {
     /// `--dir-per-worker`: the run's file count, and the directory of a file is its worker's (the one whose
     /// contiguous share holds it) rather than its index modulo `dirs`.
     public let blockFiles: UInt64?
+    /// `--tree`: file `i` in leaf `i mod leaves`, under one `dNNNNNN/` per level (`dirs` is then the leaf count).
+    public let tree: TreeShape?
 
-    public init(seed: UInt64, size: SizeRange, dirs: Int, blockFiles: UInt64? = nil) {
+    public init(seed: UInt64, size: SizeRange, dirs: Int, blockFiles: UInt64? = nil, tree: TreeShape? = nil) {
         self.seed = seed
         self.size = size
-        self.dirs = max(1, dirs)
-        self.blockFiles = blockFiles
+        self.tree = tree.flatMap { $0.depth > 0 ? $0 : nil }
+        self.dirs = self.tree?.leaves ?? max(1, dirs)
+        self.blockFiles = self.tree == nil ? blockFiles : nil
     }
 
     /// The URL-safe base64 alphabet, in a table that lives for the process.
@@ -45,10 +48,11 @@ public struct FileNamer: Sendable, Hashable {
         return z ^ (z >> 31)
     }
 
-    /// The subdirectory of file `index` (0 when the run has one directory).
+    /// The subdirectory (with `--tree`, the leaf) of file `index` (0 when the run has one directory).
     @inline(__always)
     public func directory(of index: UInt64) -> Int {
         if self.dirs == 1 { return 0 }
+        if self.tree != nil { return Int(index % UInt64(self.dirs)) }
         guard let total = self.blockFiles else { return Int(index % UInt64(self.dirs)) }
         // The inverse of ``share(of:workers:worker:)``: the first `extra` shares hold base + 1 files.
         let n = UInt64(self.dirs)
@@ -70,17 +74,14 @@ public struct FileNamer: Sendable, Hashable {
     @inline(__always)
     public func writePath(of index: UInt64, into buffer: UnsafeMutablePointer<UInt8>, alphabet: UnsafePointer<UInt8>) -> Int {
         var p = buffer
-        if self.dirs > 1 {
-            var d = self.directory(of: index)
-            p[0] = UInt8(ascii: "d")
-            var k = 6
-            while k >= 1 {
-                p[k] = UInt8(ascii: "0") &+ UInt8(d % 10)
-                d /= 10
-                k -= 1
-            }
-            p[7] = UInt8(ascii: "/")
+        var prefix = 0
+        if let tree = self.tree {
+            prefix = tree.writeLeafPath(Int(index % UInt64(self.dirs)), into: p)
+            p += prefix
+        } else if self.dirs > 1 {
+            TreeShape.writeComponent(self.directory(of: index), into: p)
             p += Self.directoryPrefixBytes
+            prefix = Self.directoryPrefixBytes
         }
         // Nine 64-bit words give 90 six-bit characters; the name keeps 86 of them.
         let base = self.seed ^ (index &* 0xD1B5_4A32_D192_ED03)
@@ -99,7 +100,7 @@ public struct FileNamer: Sendable, Hashable {
         p[88] = UInt8(ascii: "x")
         p[89] = UInt8(ascii: "t")
         p[90] = 0
-        return (self.dirs > 1 ? Self.directoryPrefixBytes : 0) + Self.nameBytes
+        return prefix + Self.nameBytes
     }
 
     /// The relative path of file `index` as a string (tests and diagnostics).

@@ -42,7 +42,7 @@ public struct RunComparison: Codable, Sendable, Hashable {
         // Phase by phase: the phases after create that both runs timed (create is the figures above).
         for pa in a.phases ?? [] where pa.phase != "create" {
             guard let name = pa.phase, let pb = (b.phases ?? []).first(where: { $0.phase == name }) else { continue }
-            self.figures.append(figure("\(name) \(unit)", pa.opsPerS, pb.opsPerS, higher: true))
+            self.figures.append(figure("\(name) \(name == "mkdir" ? "dirs/s" : unit)", pa.opsPerS, pb.opsPerS, higher: true))
             self.figures.append(figure("\(name) p99 us", pa.latencyUs.p99, pb.latencyUs.p99, higher: false))
             self.figures.append(figure("\(name) errors", Double(pa.errors), Double(pb.errors), higher: false))
         }
@@ -57,6 +57,10 @@ public struct RunComparison: Codable, Sendable, Hashable {
             if wa.size != wb.size { differences.append("size \(wa.size) vs \(wb.size)") }
             if wa.fsync != wb.fsync { differences.append("fsync \(wa.fsync.rawValue) vs \(wb.fsync.rawValue)") }
             if wa.target != wb.target { differences.append("target \(wa.target) vs \(wb.target)") }
+            if wa.tree != wb.tree {
+                let describe = { (t: TreeShape?) in t.map { "\($0.depth):\($0.fanout)" } ?? "none" }
+                differences.append("tree \(describe(wa.tree)) vs \(describe(wb.tree))")
+            }
             let pa = wa.phases.map { WriteSpec.name(of: $0) }.joined(separator: ","), pb = wb.phases.map { WriteSpec.name(of: $0) }.joined(separator: ",")
             if pa != pb { differences.append("phases \(pa) vs \(pb)") }
         }

@@ -87,10 +87,13 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     public var dirPerWorker: Bool
     /// `--preset`: the shape the run's parameters came from (mdtest-easy, mdtest-hard), for the report.
     public var preset: String?
+    /// `--tree DEPTH:FANOUT`: the files spread over the leaves of a directory tree, made in the timed mkdir phase.
+    public var tree: TreeShape?
 
     public init(target: String, files: Int = 10_000, size: SizeRange = SizeRange(exactly: 2), dirs: Int = 1,
                 fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false,
-                stonewallNanos: UInt64? = nil, dirPerWorker: Bool = false, preset: String? = nil) {
+                stonewallNanos: UInt64? = nil, dirPerWorker: Bool = false, preset: String? = nil,
+                tree: TreeShape? = nil) {
         self.target = target
         self.files = files
         self.size = size
@@ -103,15 +106,18 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.stonewallNanos = stonewallNanos
         self.dirPerWorker = dirPerWorker
         self.preset = preset
+        self.tree = tree
     }
 
-    /// The subdirectories of each agent's run directory: one per worker with `--dir-per-worker`, else `--dirs`.
+    /// The subdirectories made with each agent's run directory: one per worker with `--dir-per-worker`, else
+    /// `--dirs`; none with `--tree`, whose directories the mkdir phase makes.
     public func directoryCount(workers: Int) -> Int {
-        self.dirPerWorker ? max(1, workers) : self.dirs
+        if self.tree != nil { return 0 }
+        return self.dirPerWorker ? max(1, workers) : self.dirs
     }
 
     enum CodingKeys: String, CodingKey {
-        case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos, dirPerWorker, preset
+        case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos, dirPerWorker, preset, tree
     }
 
     /// Runs stored before the stat and read phases existed decode with neither.
@@ -129,21 +135,23 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.stonewallNanos = try c.decodeIfPresent(UInt64.self, forKey: .stonewallNanos)
         self.dirPerWorker = try c.decodeIfPresent(Bool.self, forKey: .dirPerWorker) ?? false
         self.preset = try c.decodeIfPresent(String.self, forKey: .preset)
+        self.tree = try c.decodeIfPresent(TreeShape.self, forKey: .tree)
     }
 
-    /// The phases the run has, in order: create (`main`), then stat and read when asked, then remove (`cleanup`)
-    /// unless the files are kept.
+    /// The phases the run has, in order: mkdir with `--tree`, create (`main`), then stat and read when asked, then
+    /// remove (`cleanup`) unless the files are kept.
     public var phases: [Phase] {
-        var phases: [Phase] = [.main]
+        var phases: [Phase] = self.tree == nil ? [.main] : [.mkdir, .main]
         if self.stat { phases.append(.stat) }
         if self.read { phases.append(.read) }
         if !self.keep { phases.append(.cleanup) }
         return phases
     }
 
-    /// The names `--phases` and reports use: create, stat, read, remove.
+    /// The names `--phases` and reports use: mkdir, create, stat, read, remove.
     public static func name(of phase: Phase) -> String {
         switch phase {
+        case .mkdir: "mkdir"
         case .main: "create"
         case .stat: "stat"
         case .read: "read"
@@ -432,6 +440,15 @@ extension WriteSpec {
         }
         if self.dirPerWorker, self.dirs > 1 {
             throw .usage("--dirs \(self.dirs) and --dir-per-worker both say where files go: give one.")
+        }
+        if let tree = self.tree {
+            try tree.validate()
+            let text = "--tree \(tree.depth):\(tree.fanout)"
+            if self.dirs > 1 { throw .usage("--dirs \(self.dirs) and \(text) both say where files go: give one.") }
+            if self.dirPerWorker { throw .usage("--dir-per-worker and \(text) both say where files go: give one.") }
+            guard tree.leaves <= self.files else {
+                throw .usage("\(text) makes \(tree.leaves) leaf directories, more than the \(self.files) files to spread over them: give a smaller tree or more --files.")
+            }
         }
     }
 }

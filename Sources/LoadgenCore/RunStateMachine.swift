@@ -172,7 +172,7 @@ public struct RunStateMachine: Sendable {
         case .recorderStarted:
             guard self.stage == .recording else { return [] }
             self.startedRun = true
-            return self.startPhase(.main, now: now)
+            return self.startPhase(self.phases.first ?? .main, now: now)
         case .recorderFailed(let error):
             guard self.stage == .recording else { return [] }
             return self.finish(refusal: error, now: now)
@@ -297,6 +297,10 @@ public struct RunStateMachine: Sendable {
         if self.agentStages.contains(.running(phase)) { return [] }
         let live = self.agentStages.indices.filter { self.agentStages[$0] == .phaseDone(phase) }
         if phase == .main, !live.isEmpty, live.allSatisfy({ self.aggregate.agents[$0].phase(.main).done?.status == .aborted }) {
+            return self.finish(refusal: nil, now: now)
+        }
+        // Files go into the tree: where an agent could not make its tree, create has nowhere to put them.
+        if phase == .mkdir, live.isEmpty || live.contains(where: { self.aggregate.agents[$0].phase(.mkdir).done?.status != .completed }) {
             return self.finish(refusal: nil, now: now)
         }
         guard let position = self.phases.firstIndex(of: phase), position + 1 < self.phases.count, !self.interrupted else {
@@ -478,6 +482,7 @@ public struct RunStateMachine: Sendable {
         if let total = self.request.fetch?.totalRequests { expected = UInt64(total) * count }
         // After create, the phases act on the files it made.
         if phase != .main { expected = live.reduce(0) { $0 + self.aggregate.agents[$1].ops(.main) } }
+        if phase == .mkdir, let tree = self.request.write?.tree { expected = UInt64(tree.nodes) * count }
         return ProgressSnapshot(
             request: self.request, phase: phase, elapsedNanos: now > startNanos ? now - startNanos : 0,
             ops: live.reduce(0) { $0 + self.aggregate.agents[$1].ops(phase) }, expectedOps: expected,

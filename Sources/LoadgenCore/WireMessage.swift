@@ -88,13 +88,15 @@ public enum WireMessage: Sendable, Hashable {
 }
 
 /// A run's phases: the measured operations, then (writes without `--keep`) the timed removal of what they made.
-/// The phases of a run, in the order they run. A fetch run has only `main`; a write run creates its files in
-/// `main`, then (with `--phases`) stats and reads them, and removes them in `cleanup` unless it keeps them.
+/// The phases of a run, in the order they run. A fetch run has only `main`; a write run makes its `--tree` in
+/// `mkdir`, creates its files in `main`, then (with `--phases`) stats and reads them, and removes them in `cleanup` unless it keeps them.
 public enum Phase: String, Codable, Sendable, Hashable, CaseIterable {
     case main
     case stat
     case read
     case cleanup
+    /// `--tree`: the directory tree, made before `main` creates the files.
+    case mkdir
 }
 
 /// How a phase or a run ended.

@@ -37,6 +37,13 @@ public final class AsyncWriteExecutor: PhaseExecutor {
     public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
         let engine = self.engine
         let depth = self.depth
+        if phase == .mkdir {
+            // The tree is made with plain mkdirat on the ring's one thread, in preorder: each directory waits on its
+            // parent, so a ring would hold at most one level's siblings, and the tree is small beside its files.
+            return await WorkerThreads.run(count: 1, name: "lg-mkdir") { _ in
+                engine.runWorker(share: engine.share(phase: .mkdir, worker: 0, of: 1), phase: .mkdir, control: control, sink: mailbox)
+            }
+        }
         return await WorkerThreads.run(count: 1, name: "lg-ring-\(phase.rawValue)") { _ in
             RingWorker(engine: engine, depth: depth, phase: phase, control: control, sink: mailbox).run()
         }
@@ -138,6 +145,7 @@ private struct RingWorker {
                 case .stat: queued = lg_ring_queue_statx(ring, dirFD, cPath, area(slot), tag)
                 case .read: queued = lg_ring_queue_read(ring, dirFD, cPath, UInt32(slot), area(slot), verify ? 1 : 0, size, self.piece, tag)
                 case .cleanup: queued = lg_ring_queue_unlink(ring, dirFD, cPath, tag)
+                case .mkdir: queued = -EINVAL  // made by runPhase, not the ring
                 }
                 if queued == -EBUSY { break }
                 free.removeLast()

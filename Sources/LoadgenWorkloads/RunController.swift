@@ -139,6 +139,7 @@ public final class RunController: Sendable {
         let runner = PhaseRunner(runID: self.request.runID, tickNanos: self.request.intervalNanos, emit: emit)
         var cleanedUp = false
         var ranPhase = false
+        var madeFiles = false
         var finished = false
         for await command in commands {
             switch command {
@@ -152,6 +153,7 @@ public final class RunController: Sendable {
                     continue
                 }
                 ranPhase = true
+                if phase != .mkdir { madeFiles = true }
                 let done = await runner.run(phase, startAtNanos: atNanos, executor: executor, stop: self.stop,
                                             targetCount: self.request.fetch?.urls.count ?? 0,
                                             finish: { engine.finishPhase(phase) })
@@ -165,6 +167,10 @@ public final class RunController: Sendable {
         var message: String?
         if let directory {
             if !ranPhase {
+                message = directory.discard()
+            } else if !madeFiles, let write = engine as? WriteEngine {
+                // Only the tree was made (the run stopped before create): nothing of the run's is worth keeping.
+                write.removeTree()
                 message = directory.discard()
             } else if cleanedUp {
                 message = directory.removeSelf()

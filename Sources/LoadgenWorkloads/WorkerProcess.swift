@@ -107,7 +107,10 @@ public enum WorkerProcess {
             let sink = FrameSink(writer: writer, runID: runID, phase: phase, startAt: startAt)
             let control = WorkerControl(stop: stop, startAtNanos: startAt, tickNanos: self.work.request.intervalNanos)
             // Cleanup removes exactly the share this worker created.
-            let share = Share(first: self.work.firstIndex, count: self.work.count, stride: self.work.stride)
+            // The mkdir phase's share is the worker's top-level subtrees of the --tree.
+            let share = phase == .mkdir
+                ? self.engine.share(phase: .mkdir, worker: self.work.workerIndex, of: self.work.request.workers)
+                : Share(first: self.work.firstIndex, count: self.work.count, stride: self.work.stride)
             let result = self.engine.runWorker(share: share, phase: phase, control: control, sink: sink)
             let done = (result.doneAtNanos ?? MonotonicClock.nowNanos()) &- startAt
             writer.write(.phaseDone(.init(

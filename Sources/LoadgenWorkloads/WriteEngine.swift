@@ -24,7 +24,7 @@ public final class WriteEngine: WorkloadEngine {
         self.spec = spec
         self.directory = directory
         self.namer = FileNamer(seed: seed, size: spec.size, dirs: spec.directoryCount(workers: workers),
-                               blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil)
+                               blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil, tree: spec.tree)
         let length = Int(min(max(spec.size.upperBytes, 1), 1 << 20))
         self.content = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 4096)
         var state = seed | 1
@@ -38,7 +38,20 @@ public final class WriteEngine: WorkloadEngine {
         self.content.deallocate()
     }
 
-    public func totalOperations(phase: Phase) -> UInt64? { UInt64(self.spec.files) }
+    public func totalOperations(phase: Phase) -> UInt64? {
+        phase == .mkdir ? UInt64(self.spec.tree?.nodes ?? 0) : UInt64(self.spec.files)
+    }
+
+    /// Files: contiguous shares. The tree: whole top-level subtrees (contiguous in preorder), so every directory's
+    /// parent is the worker's own or the run directory, and no worker waits on another.
+    public func share(phase: Phase, worker: Int, of workers: Int) -> Share {
+        guard phase == .mkdir, let tree = self.spec.tree else {
+            return Share.of(total: self.totalOperations(phase: phase), workers: workers, worker: worker)
+        }
+        let subtrees = FileNamer.share(of: UInt64(tree.fanout), workers: workers, worker: worker)
+        let size = UInt64(tree.subtreeNodes)
+        return Share(first: subtrees.first * size, count: subtrees.count * size)
+    }
 
     public func runWorker(share: Share, phase: Phase, control: WorkerControl, sink: any TallySink) -> WorkerResult {
         switch phase {
@@ -46,6 +59,7 @@ public final class WriteEngine: WorkloadEngine {
         case .stat: self.check(share: share, control: control, sink: sink, reading: false)
         case .read: self.check(share: share, control: control, sink: sink, reading: true)
         case .cleanup: self.remove(share: share, control: control, sink: sink)
+        case .mkdir: self.makeTree(share: share, control: control, sink: sink)
         }
     }
 
@@ -57,11 +71,31 @@ public final class WriteEngine: WorkloadEngine {
             let result = lg_syncfs(self.directory.descriptor)
             return result == 0 ? nil : "The final syncfs failed: \(errnoDescription(-result))."
         case .cleanup:
-            let left = self.directory.removeSubdirectories()
+            let left = self.spec.tree == nil ? self.directory.removeSubdirectories() : self.removeTree()
             return left == 0 ? nil : "\(left) subdirectories could not be removed: they hold files this run did not create."
-        case .stat, .read:
+        case .stat, .read, .mkdir:
             return nil
         }
+    }
+
+    /// Removes the `--tree`'s directories, children before parents (reverse preorder), inside the remove phase's
+    /// time; returns how many are still there (they hold what this run did not create). One already gone is fine.
+    @discardableResult
+    public func removeTree() -> Int {
+        guard let tree = self.spec.tree else { return 0 }
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: TreeShape.maxDepth * 8)
+        defer { buffer.deallocate() }
+        var left = 0
+        var node = tree.nodes - 1
+        while node >= 0 {
+            _ = tree.writeNodePath(node, into: buffer)
+            let gone = buffer.withMemoryRebound(to: CChar.self, capacity: TreeShape.maxDepth * 8) {
+                unlinkat(self.directory.descriptor, $0, AT_REMOVEDIR) == 0
+            }
+            if !gone, errno != ENOENT { left += 1 }
+            node -= 1
+        }
+        return left
     }
 
     /// What a file must hold: `size` bytes, byte `p` being the content buffer's byte `p mod` its length (create
@@ -80,6 +114,43 @@ public final class WriteEngine: WorkloadEngine {
     }
 
     // MARK: - The hot loops
+
+    /// The mkdir phase (`--tree`): one `mkdirat` per directory of the share, relative to the run directory's
+    /// descriptor, in preorder (a parent before its children). The first failure stops the run: files need the tree.
+    private func makeTree(share: Share, control: WorkerControl, sink: any TallySink) -> WorkerResult {
+        guard let tree = self.spec.tree else { return WorkerResult(doneAtNanos: MonotonicClock.nowNanos()) }
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: TreeShape.maxDepth * 8)
+        defer { buffer.deallocate() }
+        let path = UnsafeRawPointer(buffer).assumingMemoryBound(to: CChar.self)
+        let dirFD = self.directory.descriptor
+        let stop = control.stop
+        var failure: String?
+        MonotonicClock.sleep(untilNanos: control.startAtNanos)
+        var counts = TickedTally(control: control)
+        var node = Int(share.first)
+        let end = node + Int(share.count ?? 0)
+        while node < end {
+            if stop.isRequested { break }
+            _ = tree.writeNodePath(node, into: buffer)
+            let t0 = MonotonicClock.nowNanos()
+            let result = mkdirat(dirFD, path, 0o755)
+            let t1 = MonotonicClock.nowNanos()
+            if result == 0 {
+                counts.recordOperation(bytes: 0, latencyNanos: t1 &- t0)
+            } else {
+                let code = errno
+                counts.tally.recordError(ErrorKind.fromErrno(code), "making \(String(cString: path)): \(errnoDescription(code))")
+                failure = "The directory \(String(cString: path)) of --tree \(tree.depth):\(tree.fanout) could not be made: \(errnoDescription(code))."
+                stop.request(failure!)
+                break
+            }
+            counts.tick(t1, to: sink)
+            node += 1
+        }
+        let done = MonotonicClock.nowNanos()
+        counts.handOver(to: sink)
+        return WorkerResult(doneAtNanos: done, failure: failure)
+    }
 
     private func create(share: Share, control: WorkerControl, sink: any TallySink) -> WorkerResult {
         let pathBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: FileNamer.bufferBytes)

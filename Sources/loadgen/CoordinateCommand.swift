@@ -146,11 +146,12 @@ struct CoordinateCommand: AsyncParsableCommand {
             }
             stonewall = nanos
         }
-        let dirPerWorker = self.write.dirPerWorker || (self.write.dirsCount == nil && shape?.dirPerWorker == true)
+        let tree = try self.write.tree.map { text throws(LoadgenError) in try TreeShape.parse(text) }
+        let dirPerWorker = self.write.dirPerWorker || (self.write.dirsCount == nil && tree == nil && shape?.dirPerWorker == true)
         let spec = WriteSpec(target: target, files: self.write.files ?? shape?.files ?? 10_000, size: size, dirs: self.write.dirs,
                              fsync: self.write.fsyncPolicy ?? shape?.fsync ?? .none, keep: keep, stat: phases.stat,
                              read: phases.read, verify: self.write.verify, stonewallNanos: stonewall,
-                             dirPerWorker: dirPerWorker, preset: preset?.rawValue)
+                             dirPerWorker: dirPerWorker, preset: preset?.rawValue, tree: tree)
         try spec.validate()
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
@@ -266,6 +267,9 @@ struct WriteOptions: ParsableArguments {
     @Flag(help: "Each worker's files in a directory of its own (mdtest's -u); by default a run's files share its directory (or --dirs).")
     var dirPerWorker = false
 
+    @Option(help: ArgumentHelp("A directory tree DEPTH levels deep, FANOUT directories under each (mdtest's -z and -b): FANOUT^DEPTH leaves, the files spread evenly over them; made in a timed mkdir phase before create, removed in remove.", valueName: "DEPTH:FANOUT"))
+    var tree: String?
+
     @Option(help: ArgumentHelp("IO500's shapes: mdtest-easy (empty files, a directory per worker, create/stat/remove) or mdtest-hard (3901-byte files in one directory, create/stat/read/remove); a million files per worker, a 300s stonewall; flags given beside it win.", valueName: "NAME"))
     var preset: String?
 
@@ -280,7 +284,8 @@ struct WriteOptions: ParsableArguments {
                      self.dirsCount != nil ? "--dirs" : nil, self.fsyncPolicy != nil ? "--fsync" : nil,
                      self.keep ? "--keep" : nil, self.phases != nil ? "--phases" : nil,
                      self.verify ? "--verify" : nil, self.stonewall != nil ? "--stonewall" : nil,
-                     self.dirPerWorker ? "--dir-per-worker" : nil, self.preset != nil ? "--preset" : nil].compactMap { $0 }
+                     self.dirPerWorker ? "--dir-per-worker" : nil, self.preset != nil ? "--preset" : nil,
+                     self.tree != nil ? "--tree" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to write runs (directory targets), not to fetching URLs.")
         }

@@ -52,7 +52,7 @@ final class Renderer: RunObserver {
 
     func phaseStarted(_ request: RunRequest, phase: Phase, agents: [ConnectedAgent]) {
         self.state.withLock { $0.lastLineSecond = -1 }
-        if phase == .main {
+        if phase == (request.write?.phases.first ?? .main) {
             self.status("\(request.runID)  \(request.workload.rawValue) \(request.mode.rawValue)  \(request.workers) worker\(request.workers == 1 ? "" : "s")  \(Self.describe(request))\n")
         }
     }
@@ -138,7 +138,7 @@ final class Renderer: RunObserver {
     }
 
     static func unit(_ request: RunRequest, phase: Phase) -> String {
-        request.workload == .write ? "files" : "requests"
+        request.workload == .write ? (phase == .mkdir ? "dirs" : "files") : "requests"
     }
 
     static func describe(_ request: RunRequest) -> String {
@@ -147,6 +147,7 @@ final class Renderer: RunObserver {
             if let preset = write.preset { parts.insert(preset, at: 0) }
             if write.dirs > 1 { parts.append("in \(write.dirs) dirs") }
             if write.dirPerWorker { parts.append("a directory per worker") }
+            if let tree = write.tree { parts.append("in a \(tree.depth):\(tree.fanout) tree of \(Format.count(tree.leaves)) leaves") }
             if write.fsync != .none { parts.append("fsync \(write.fsync.rawValue)") }
             if write.keep { parts.append("kept") }
             if let stonewall = write.stonewallNanos { parts.append("stonewall \(DurationText.format(nanos: stonewall))") }
@@ -172,6 +173,9 @@ final class Renderer: RunObserver {
         if let label = r.label { head += "  [\(label)]" }
         head += "  \(r.status.rawValue)"
         lines.append(head)
+        if let mkdir = r.phases?.first(where: { $0.phase == "mkdir" }) {
+            lines.append("  mkdir     \(Format.count(mkdir.ops)) dirs made in \(Format.seconds(mkdir.durationS))  \(Format.rate(mkdir.opsPerS)) dirs/s  p99 \(Format.latency(us: mkdir.latencyUs.p99))  errors \(Format.count(mkdir.errors))")
+        }
         let done = r.workload == .write ? "created" : "answered"
         lines.append("  \(Format.pad(unit, 9)) \(Format.count(r.ops)) \(done) in \(Format.seconds(r.durationS))  \(Format.rate(r.opsPerS)) \(unit)/s  \(r.mibPerS.formatted(decimals: 2)) MiB/s  errors \(Format.count(r.errors))")
         if r.ops > 0 {

@@ -11,7 +11,7 @@
 /// loadgen wire protocol version 5: the binary frames.
 ///
 /// (Version 5 added request methods, headers, bodies and response checks to the JSON run request, and the stat and
-/// read phases; frames of the other phases are byte for byte those of version 4.)
+/// read phases, and the mkdir phase of --tree; frames of the other phases are byte for byte those of version 4.)
 ///
 /// Every frame on a loadgen byte stream (TCP between coordinator and agents, pipes between an agent and its worker
 /// processes) is a 4-byte big-endian length, at most 1 MiB, then that many bytes of body:
@@ -63,6 +63,9 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
 
   /// --phases read: each created file read back
   case read // = 3
+
+  /// --tree: the directory tree made, before create
+  case mkdir // = 4
   case UNRECOGNIZED(Int)
 
   init() {
@@ -75,6 +78,7 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
     case 1: self = .cleanup
     case 2: self = .stat
     case 3: self = .read
+    case 4: self = .mkdir
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -85,6 +89,7 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
     case .cleanup: return 1
     case .stat: return 2
     case .read: return 3
+    case .mkdir: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -95,6 +100,7 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
     .cleanup,
     .stat,
     .read,
+    .mkdir,
   ]
 
 }
@@ -257,7 +263,7 @@ nonisolated struct Loadgen_Wire_V5_TargetTally: Sendable {
 fileprivate nonisolated let _protobuf_package = "loadgen.wire.v5"
 
 nonisolated extension Loadgen_Wire_V5_Phase: SwiftProtobuf._ProtoNameProviding {
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PHASE_MAIN\0\u{1}PHASE_CLEANUP\0\u{1}PHASE_STAT\0\u{1}PHASE_READ\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PHASE_MAIN\0\u{1}PHASE_CLEANUP\0\u{1}PHASE_STAT\0\u{1}PHASE_READ\0\u{1}PHASE_MKDIR\0")
 }
 
 nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -21,9 +21,18 @@ public struct FileNamer: Sendable, Hashable {
     public let blockFiles: UInt64?
     /// `--tree`: file `i` in leaf `i mod leaves`, under one `dNNNNNN/` per level (`dirs` is then the leaf count).
     public let tree: TreeShape?
+    /// `--shared-target`: the agent's place, written as the name's first three characters (base64 digits, most
+    /// significant first), so that agents sharing a directory never make one name.
+    public let tag: Int?
+    /// `--dir-per-worker` in a shared target: directories are numbered from here, and there is one even for a
+    /// single worker.
+    public let firstDirectory: Int?
 
-    public init(seed: UInt64, size: SizeRange, dirs: Int, blockFiles: UInt64? = nil, tree: TreeShape? = nil) {
+    public init(seed: UInt64, size: SizeRange, dirs: Int, blockFiles: UInt64? = nil, tree: TreeShape? = nil, tag: Int? = nil,
+                firstDirectory: Int? = nil) {
         self.seed = seed
+        self.tag = tag
+        self.firstDirectory = tree == nil ? firstDirectory : nil
         self.size = size
         self.tree = tree.flatMap { $0.depth > 0 ? $0 : nil }
         self.dirs = self.tree?.leaves ?? max(1, dirs)
@@ -78,6 +87,10 @@ public struct FileNamer: Sendable, Hashable {
         if let tree = self.tree {
             prefix = tree.writeLeafPath(Int(index % UInt64(self.dirs)), into: p)
             p += prefix
+        } else if let first = self.firstDirectory {
+            TreeShape.writeComponent(first + self.directory(of: index), into: p)
+            p += Self.directoryPrefixBytes
+            prefix = Self.directoryPrefixBytes
         } else if self.dirs > 1 {
             TreeShape.writeComponent(self.directory(of: index), into: p)
             p += Self.directoryPrefixBytes
@@ -94,6 +107,11 @@ public struct FileNamer: Sendable, Hashable {
             p[written] = alphabet[Int(word & 63)]
             word >>= 6
             written += 1
+        }
+        if let tag = self.tag {
+            p[0] = alphabet[(tag >> 12) & 63]
+            p[1] = alphabet[(tag >> 6) & 63]
+            p[2] = alphabet[tag & 63]
         }
         p[86] = UInt8(ascii: ".")
         p[87] = UInt8(ascii: "t")

@@ -89,11 +89,22 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     public var preset: String?
     /// `--tree DEPTH:FANOUT`: the files spread over the leaves of a directory tree, made in the timed mkdir phase.
     public var tree: TreeShape?
+    /// `--shared-target`: every agent's files in one run directory, `loadgen-<run>-shared-<token>`, the token drawn
+    /// by the coordinator (16 hex digits) so that no one can make the directory ahead of the run. Names carry the
+    /// agent's place (``agentIndex``), so they never collide.
+    public var sharedToken: String?
+    /// `--shift` (mdtest's `-N`): each agent stats and reads its neighbour's files, not its own (shared targets only).
+    public var shift: Bool
+    /// Per agent, set by the coordinator in the prepare it sends: the agent's place among the run's agents, and its
+    /// neighbour's (the next agent, the last one's being the first's) with `--shift`.
+    public var agentIndex: Int?
+    public var neighbourIndex: Int?
+    public var neighbourAgentID: String?
 
     public init(target: String, files: Int = 10_000, size: SizeRange = SizeRange(exactly: 2), dirs: Int = 1,
                 fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false,
                 stonewallNanos: UInt64? = nil, dirPerWorker: Bool = false, preset: String? = nil,
-                tree: TreeShape? = nil) {
+                tree: TreeShape? = nil, sharedToken: String? = nil, shift: Bool = false) {
         self.target = target
         self.files = files
         self.size = size
@@ -107,6 +118,25 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.dirPerWorker = dirPerWorker
         self.preset = preset
         self.tree = tree
+        self.sharedToken = sharedToken
+        self.shift = shift
+    }
+
+    /// The name of an agent's run directory under the target: its own, or the run's one shared directory.
+    public func runDirectoryName(runID: String, agentID: String) -> String {
+        guard let token = self.sharedToken else { return RunMarker.directoryName(runID: runID, agentID: agentID) }
+        return "loadgen-\(runID)-shared-\(token)"
+    }
+
+    /// Agents a shared target tells apart: a file's name begins with its agent's place in three base64 digits.
+    public static let maxSharedAgents = 64 * 64 * 64
+
+    /// A fresh token for `--shared-target`.
+    public static func makeSharedToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     /// The subdirectories made with each agent's run directory: one per worker with `--dir-per-worker`, else
@@ -116,8 +146,17 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         return self.dirPerWorker ? max(1, workers) : self.dirs
     }
 
+    /// `--dir-per-worker` in a shared target: this agent's workers' directories are numbered from here (agent
+    /// `i`'s from `i * workers`), so no two agents' workers share one; nil elsewhere (numbered from 0, and no
+    /// subdirectory at all for a single one).
+    public func firstSubdirectory(workers: Int) -> Int? {
+        guard self.dirPerWorker, self.sharedToken != nil else { return nil }
+        return (self.agentIndex ?? 0) * max(1, workers)
+    }
+
     enum CodingKeys: String, CodingKey {
         case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos, dirPerWorker, preset, tree
+        case sharedToken, shift, agentIndex, neighbourIndex, neighbourAgentID
     }
 
     /// Runs stored before the stat and read phases existed decode with neither.
@@ -136,6 +175,11 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.dirPerWorker = try c.decodeIfPresent(Bool.self, forKey: .dirPerWorker) ?? false
         self.preset = try c.decodeIfPresent(String.self, forKey: .preset)
         self.tree = try c.decodeIfPresent(TreeShape.self, forKey: .tree)
+        self.sharedToken = try c.decodeIfPresent(String.self, forKey: .sharedToken)
+        self.shift = try c.decodeIfPresent(Bool.self, forKey: .shift) ?? false
+        self.agentIndex = try c.decodeIfPresent(Int.self, forKey: .agentIndex)
+        self.neighbourIndex = try c.decodeIfPresent(Int.self, forKey: .neighbourIndex)
+        self.neighbourAgentID = try c.decodeIfPresent(String.self, forKey: .neighbourAgentID)
     }
 
     /// The phases the run has, in order: mkdir with `--tree`, create (`main`), then stat and read when asked, then
@@ -400,6 +444,9 @@ public struct RunRequest: Hashable, Sendable, Codable {
                 throw .usage("A write run must carry a write specification and no fetch specification.")
             }
             try write.validate()
+            if let first = write.firstSubdirectory(workers: self.workers), first + self.workers > Limits.maxDirs {
+                throw .usage("--dir-per-worker in a shared target numbers every agent's workers' directories apart: agent \(write.agentIndex ?? 0) with \(self.workers) workers goes past loadgen's limit of \(Limits.maxDirs) directories.")
+            }
             if self.mode == .async, write.verify, write.size.upperBytes > 1 << 20 {
                 throw .unsupported("The async mode verifies files of up to 1 MiB (it reads each whole into memory); these go up to \(write.size): give --mode sequential, threads or processes with --verify.")
             }
@@ -441,11 +488,36 @@ extension WriteSpec {
         if self.dirPerWorker, self.dirs > 1 {
             throw .usage("--dirs \(self.dirs) and --dir-per-worker both say where files go: give one.")
         }
+        if let token = self.sharedToken {
+            guard token.count == 16, token.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+                throw .usage("The shared target's token '\(token)' is not 16 lowercase hex digits.")
+            }
+        }
+        if let index = self.agentIndex, index < 0 || index >= Self.maxSharedAgents {
+            throw .usage("The agent index \(index) is outside 0 to \(Self.maxSharedAgents - 1).")
+        }
+        if let index = self.neighbourIndex, index < 0 || index >= Self.maxSharedAgents {
+            throw .usage("The neighbour index \(index) is outside 0 to \(Self.maxSharedAgents - 1).")
+        }
+        if self.shift {
+            guard self.sharedToken != nil else {
+                throw .usage("--shift reads the neighbour's files in the run's one directory: give --shared-target too.")
+            }
+            guard self.stat || self.read else {
+                throw .usage("--shift changes whose files stat and read act on: give --phases with stat or read.")
+            }
+            if self.stonewallNanos != nil {
+                throw .usage("--shift and --stonewall cannot go together: how many files the neighbour made before its stonewall is the neighbour's alone to know.")
+            }
+        }
         if let tree = self.tree {
             try tree.validate()
             let text = "--tree \(tree.depth):\(tree.fanout)"
             if self.dirs > 1 { throw .usage("--dirs \(self.dirs) and \(text) both say where files go: give one.") }
             if self.dirPerWorker { throw .usage("--dir-per-worker and \(text) both say where files go: give one.") }
+            if self.sharedToken != nil {
+                throw .usage("\(text) and --shared-target cannot go together: every agent would make the same tree.")
+            }
             guard tree.leaves <= self.files else {
                 throw .usage("\(text) makes \(tree.leaves) leaf directories, more than the \(self.files) files to spread over them: give a smaller tree or more --files.")
             }

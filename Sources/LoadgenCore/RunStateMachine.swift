@@ -141,14 +141,30 @@ public struct RunStateMachine: Sendable {
 
     private func name(_ index: Int) -> String { self.agents[index].agentID }
 
+    /// The request as agent `place` of `participants` gets it: in a shared target, with its place (its files' names
+    /// carry it) and, with `--shift`, its neighbour's, whose files it stats and reads.
+    func request(forAgentAt place: Int, of participants: [Int]) -> RunRequest {
+        guard var write = self.request.write, write.sharedToken != nil else { return self.request }
+        var request = self.request
+        write.agentIndex = place
+        if write.shift {
+            let next = (place + 1) % participants.count
+            write.neighbourIndex = next
+            write.neighbourAgentID = self.agents[participants[next]].agentID
+        }
+        request.write = write
+        return request
+    }
+
     /// Sends the prepare to every participant.
     public mutating func begin(nowNanos now: UInt64) -> [Action] {
         guard self.stage == .idle else { return [] }
         self.stage = .preparing(deadline: now &+ self.timing.prepareTimeoutNanos)
         var actions: [Action] = []
-        for index in self.agentStages.indices where self.agentStages[index] == .preparing {
+        let participants = self.agentStages.indices.filter { self.agentStages[$0] == .preparing }
+        for (place, index) in participants.enumerated() {
             self.lastHeard[index] = now
-            actions.append(.send(index, .prepare(.init(request: self.request))))
+            actions.append(.send(index, .prepare(.init(request: self.request(forAgentAt: place, of: participants)))))
         }
         if actions.isEmpty {
             return self.finish(refusal: LoadgenError(.unreachable, "No agent is connected: every agent was lost."), now: now)

@@ -236,7 +236,7 @@ extension RunStore {
         let base = write.target.hasSuffix("/") && write.target.count > 1 ? String(write.target.dropLast()) : write.target
         let directories = agents.map { agent in
             AbandonedRun.Directory(agentID: agent.agentID, address: agent.address,
-                                   path: (base == "/" ? "" : base) + "/" + RunMarker.directoryName(runID: id, agentID: agent.agentID))
+                                   path: (base == "/" ? "" : base) + "/" + write.runDirectoryName(runID: id, agentID: agent.agentID))
         }
         return AbandonedRun(runID: id, target: write.target, keep: write.keep, directories: directories)
     }

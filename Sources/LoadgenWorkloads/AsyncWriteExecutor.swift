@@ -76,7 +76,7 @@ private struct RingWorker {
 
     func run() -> WorkerResult {
         let dirFD = self.engine.directory.descriptor
-        let namer = self.engine.namer
+        let namer = phase == .stat || phase == .read ? self.engine.checkNamer : self.engine.namer
         let alphabet = FileNamer.alphabet
         let phase = self.phase
         // The ring makes every file, in order: after create, the later phases take what it reached.

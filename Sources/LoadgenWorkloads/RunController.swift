@@ -124,10 +124,13 @@ public final class RunController: Sendable {
             guard let spec = self.request.write else { throw .usage("A write run must carry a write specification.") }
             let directory = try RunDirectory.create(
                 target: spec.target, allowedRoots: self.context.allowedRoots,
-                name: RunDirectory.name(runID: self.request.runID, agentID: self.context.agentID),
+                name: spec.runDirectoryName(runID: self.request.runID, agentID: self.context.agentID),
                 subdirectories: spec.directoryCount(workers: self.request.workers),
-                marker: RunMarker(runID: self.request.runID, agentID: self.context.agentID, keep: spec.keep))
-            return (WriteEngine(spec: spec, directory: directory, seed: seed, workers: self.request.workers), directory)
+                firstSubdirectory: spec.firstSubdirectory(workers: self.request.workers),
+                marker: RunMarker(runID: self.request.runID, agentID: self.context.agentID, keep: spec.keep),
+                sharedBy: spec.sharedToken == nil ? nil : self.context.agentID)
+            return (WriteEngine(spec: spec, directory: directory, seed: seed, workers: self.request.workers, runSeed: self.request.seed),
+                    directory)
         case .fetch:
             guard let spec = self.request.fetch else { throw .usage("A fetch run must carry a fetch specification.") }
             return (try FetchEngine(spec: spec, destinations: self.context.destinations), nil)

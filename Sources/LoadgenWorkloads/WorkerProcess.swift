@@ -94,8 +94,10 @@ public enum WorkerProcess {
                 guard let spec = work.request.write, let path = work.runDirectory else {
                     throw .usage("A write worker needs a write specification and a run directory.")
                 }
-                let directory = try RunDirectory.open(existing: path, subdirectories: spec.directoryCount(workers: work.request.workers))
-                self.engine = WriteEngine(spec: spec, directory: directory, seed: work.agentSeed, workers: work.request.workers)
+                let directory = try RunDirectory.open(existing: path, subdirectories: spec.directoryCount(workers: work.request.workers),
+                                                      firstSubdirectory: spec.firstSubdirectory(workers: work.request.workers))
+                self.engine = WriteEngine(spec: spec, directory: directory, seed: work.agentSeed, workers: work.request.workers,
+                                          runSeed: work.request.seed)
             case .fetch:
                 guard let spec = work.request.fetch else { throw .usage("A fetch worker needs a fetch specification.") }
                 self.engine = try FetchEngine(spec: spec, destinations: work.destinations)

@@ -13,6 +13,8 @@ public final class WriteEngine: WorkloadEngine {
     public let spec: WriteSpec
     public let directory: RunDirectory
     public let namer: FileNamer
+    /// Whose files stat and read act on: this agent's (``namer``), or with `--shift` its neighbour's.
+    public let checkNamer: FileNamer
     /// URL-safe text the files' contents are cut from (at most 1 MiB; longer files repeat it). Filled in `init`
     /// and only read after, by every worker: safe to share.
     nonisolated(unsafe) let content: UnsafeMutableRawBufferPointer
@@ -20,14 +22,28 @@ public final class WriteEngine: WorkloadEngine {
     /// later phases act on exactly the files each worker made, not on its whole share.
     let createdEnd = Locked<[UInt64: UInt64]>([:])
 
-    public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64, workers: Int = 1) {
+    /// `seed` is the agent's (``FileNamer/agentSeed(runSeed:agentID:)``); `runSeed`, the run's, lets a shared
+    /// target's agents write the same content and find their neighbour's names (`--shift`).
+    public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64, workers: Int = 1, runSeed: UInt64? = nil) {
         self.spec = spec
         self.directory = directory
+        let shared = spec.sharedToken != nil
         self.namer = FileNamer(seed: seed, size: spec.size, dirs: spec.directoryCount(workers: workers),
-                               blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil, tree: spec.tree)
+                               blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil, tree: spec.tree,
+                               tag: shared ? spec.agentIndex ?? 0 : nil, firstDirectory: spec.firstSubdirectory(workers: workers))
+        if spec.shift, let runSeed, let neighbour = spec.neighbourAgentID {
+            var neighbourSpec = spec
+            neighbourSpec.agentIndex = spec.neighbourIndex
+            self.checkNamer = FileNamer(seed: FileNamer.agentSeed(runSeed: runSeed, agentID: neighbour), size: spec.size,
+                                        dirs: spec.directoryCount(workers: workers),
+                                        blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil, tree: spec.tree,
+                                        tag: spec.neighbourIndex ?? 0, firstDirectory: neighbourSpec.firstSubdirectory(workers: workers))
+        } else {
+            self.checkNamer = self.namer
+        }
         let length = Int(min(max(spec.size.upperBytes, 1), 1 << 20))
         self.content = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 4096)
-        var state = seed | 1
+        var state = (shared ? runSeed ?? seed : seed) | 1
         for i in 0..<length {
             state = FileNamer.mix(state)
             self.content[i] = FileNamer.alphabet[Int(state & 63)]
@@ -231,7 +247,7 @@ public final class WriteEngine: WorkloadEngine {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferBytes, alignment: 4096)
         defer { buffer.deallocate() }
         let alphabet = FileNamer.alphabet
-        let namer = self.namer
+        let namer = self.checkNamer
         let dirFD = self.directory.descriptor
         let verify = self.spec.verify
         let stop = control.stop
@@ -332,6 +348,8 @@ public final class WriteEngine: WorkloadEngine {
     /// else the whole share.
     func end(of share: Share) -> UInt64 {
         let whole = share.first + (share.count ?? 0)
+        // The neighbour's files (--shift, which has no stonewall): its whole share of them.
+        if self.spec.shift { return whole }
         return min(whole, self.createdEnd.withLock { $0[share.first] } ?? whole)
     }
 

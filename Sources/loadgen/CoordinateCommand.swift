@@ -151,7 +151,8 @@ struct CoordinateCommand: AsyncParsableCommand {
         let spec = WriteSpec(target: target, files: self.write.files ?? shape?.files ?? 10_000, size: size, dirs: self.write.dirs,
                              fsync: self.write.fsyncPolicy ?? shape?.fsync ?? .none, keep: keep, stat: phases.stat,
                              read: phases.read, verify: self.write.verify, stonewallNanos: stonewall,
-                             dirPerWorker: dirPerWorker, preset: preset?.rawValue, tree: tree)
+                             dirPerWorker: dirPerWorker, preset: preset?.rawValue, tree: tree,
+                             sharedToken: self.write.sharedTarget ? WriteSpec.makeSharedToken() : nil, shift: self.write.shift)
         try spec.validate()
         let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
                                intervalNanos: interval)
@@ -267,6 +268,12 @@ struct WriteOptions: ParsableArguments {
     @Flag(help: "Each worker's files in a directory of its own (mdtest's -u); by default a run's files share its directory (or --dirs).")
     var dirPerWorker = false
 
+    @Flag(help: "Every agent's files in one run directory under the target (a shared file system's contention case); names never collide, since each carries its agent's place.")
+    var sharedTarget = false
+
+    @Flag(help: "With --shared-target: each agent stats and reads its neighbour's files rather than its own (mdtest's -N), so no client's cache holds what it reads.")
+    var shift = false
+
     @Option(help: ArgumentHelp("A directory tree DEPTH levels deep, FANOUT directories under each (mdtest's -z and -b): FANOUT^DEPTH leaves, the files spread evenly over them; made in a timed mkdir phase before create, removed in remove.", valueName: "DEPTH:FANOUT"))
     var tree: String?
 
@@ -285,7 +292,8 @@ struct WriteOptions: ParsableArguments {
                      self.keep ? "--keep" : nil, self.phases != nil ? "--phases" : nil,
                      self.verify ? "--verify" : nil, self.stonewall != nil ? "--stonewall" : nil,
                      self.dirPerWorker ? "--dir-per-worker" : nil, self.preset != nil ? "--preset" : nil,
-                     self.tree != nil ? "--tree" : nil].compactMap { $0 }
+                     self.tree != nil ? "--tree" : nil, self.sharedTarget ? "--shared-target" : nil,
+                     self.shift ? "--shift" : nil].compactMap { $0 }
         if let first = given.first {
             throw .usage("\(first) applies to write runs (directory targets), not to fetching URLs.")
         }

@@ -147,6 +147,8 @@ final class Renderer: RunObserver {
             if let preset = write.preset { parts.insert(preset, at: 0) }
             if write.dirs > 1 { parts.append("in \(write.dirs) dirs") }
             if write.dirPerWorker { parts.append("a directory per worker") }
+            if write.sharedToken != nil { parts.append("one directory for all agents") }
+            if write.shift { parts.append("stat and read the neighbour's files") }
             if let tree = write.tree { parts.append("in a \(tree.depth):\(tree.fanout) tree of \(Format.count(tree.leaves)) leaves") }
             if write.fsync != .none { parts.append("fsync \(write.fsync.rawValue)") }
             if write.keep { parts.append("kept") }

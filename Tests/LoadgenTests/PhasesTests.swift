@@ -210,11 +210,6 @@ struct PhasesTests {
         (["--preset", "io500"], "'io500'"),
     ])
     func refusals(arguments: [String], words: String) async throws {
-        let dir = try TestSupport.makeTemporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        let out = try await TestSupport.run(["coordinate", "--target", dir] + arguments, environment: ["LOADGEN_DB": dir + "/db.sqlite"])
-        #expect(out.status == 2, "\(arguments): \(out.stderr)")
-        #expect(out.stderr.contains(words), "\(out.stderr)")
-        #expect(TestSupport.files(under: dir).filter { !$0.hasPrefix("db.sqlite") }.isEmpty)
+        try await TestSupport.expectWriteRefusal(arguments, words: words)
     }
 }

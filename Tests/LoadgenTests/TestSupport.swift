@@ -14,6 +14,18 @@ enum TestSupport {
         fatalError("Package.swift not found above \(#filePath)")
     }()
 
+    /// `loadgen coordinate --target <fresh dir>` with `arguments` is refused with exit 2 and a sentence holding
+    /// `words`, and leaves nothing (no file, no directory) beside the store.
+    static func expectWriteRefusal(_ arguments: [String], words: String) async throws {
+        let dir = try Self.makeTemporaryDirectory()
+        defer { Self.remove(dir) }
+        let out = try await Self.run(["coordinate", "--target", dir] + arguments, environment: ["LOADGEN_DB": dir + "/db.sqlite"])
+        #expect(out.status == 2, "\(arguments): \(out.stderr)")
+        #expect(out.stderr.contains(words), "\(out.stderr)")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        #expect(left.filter { !$0.hasPrefix("db.sqlite") }.isEmpty, "\(arguments): \(left)")
+    }
+
     /// The `loadgen` binary built beside the test bundle.
     static let binary: String = {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

@@ -155,12 +155,6 @@ struct TreeTests {
         (["--tree", "2:3", "--stonewall", "1s", "--phases", "stat"], "no create phase"),
     ])
     func refusals(arguments: [String], words: String) async throws {
-        let dir = try TestSupport.makeTemporaryDirectory()
-        defer { TestSupport.remove(dir) }
-        let out = try await TestSupport.run(["coordinate", "--target", dir] + arguments, environment: ["LOADGEN_DB": dir + "/db.sqlite"])
-        #expect(out.status == 2, "\(arguments): \(out.stderr)")
-        #expect(out.stderr.contains(words), "\(out.stderr)")
-        #expect(TestSupport.files(under: dir).filter { !$0.hasPrefix("db.sqlite") }.isEmpty)
-        #expect(Self.directories(under: dir).isEmpty)
+        try await TestSupport.expectWriteRefusal(arguments, words: words)
     }
 }

@@ -4,6 +4,7 @@ import PackageDescription
 // Module graph (edges point down; see ../shared/DESIGN.md §2):
 //
 //   loadgen (executable: commands and rendering only)
+//     ├── LoadgenMetrics (the /metrics page: swift-prometheus, NIOHTTP1; watches the coordinator and the agent)
 //     ├── LoadgenCoordinator ── LoadgenStore ── GRDB
 //     ├── LoadgenAgent
 //     │     └── LoadgenWorkloads ── CLoadgen (C: clocks, io_uring), Subprocess, NIO, NIOSSL, NIOHTTP2
@@ -38,6 +39,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         // Exact: the committed Sources/LoadgenCore/Generated code was made by this version's plugin.
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        // The /metrics page (--metrics-listen): counters and gauges in Prometheus's text format.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CLoadgen"),
@@ -72,6 +75,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "LoadgenMetrics",
+            dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenCoordinator", nioCore, nioPosix, .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "Prometheus", package: "swift-prometheus")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "LoadgenAgent",
             dependencies: ["LoadgenCore", "LoadgenWorkloads", "LoadgenWire", nioCore, nioPosix, logging],
             swiftSettings: swiftSettings
@@ -85,7 +94,7 @@ let package = Package(
             name: "loadgen",
             dependencies: [
                 "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
-                logging, .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "LoadgenMetrics", logging, .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -101,7 +110,7 @@ let package = Package(
             name: "LoadgenTests",
             dependencies: [
                 "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
-                "loadgen", "LoadgenFuzz", .product(name: "NIOEmbedded", package: "swift-nio"),
+                "LoadgenMetrics", "loadgen", "LoadgenFuzz", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

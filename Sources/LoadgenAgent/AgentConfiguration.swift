@@ -20,6 +20,8 @@ public struct AgentConfiguration: Sendable {
     public var ioUringDisabled: String?
     /// How long a prepare waits for a closing run to free the slot before it is refused as busy (10 s).
     public var closeWaitNanos: UInt64 = 10_000_000_000
+    /// Told of every run this agent serves and of what it sends about it (the metrics page).
+    public var runObserver: (any AgentRunObserver)?
 
     public init(agentID: String, host: String, cores: Int, loadgenVersion: String, policy: AgentPolicy,
                 prover: (any SecretProver)?, workerExecutable: String, silenceLimitNanos: UInt64 = 1_500_000_000,
@@ -77,4 +79,12 @@ public final class AgentRunSlot: Sendable {
     }
 
     public var currentRunID: String? { self.holder.withLock { $0?.runID } }
+}
+
+/// Watches the runs an agent serves: the run's start (its slot claimed) and each message it sends about it.
+public protocol AgentRunObserver: Sendable {
+    func runStarted(_ request: RunRequest)
+    func runEmitted(_ message: WireMessage, request: RunRequest)
+    /// The run's slot is free again.
+    func runClosed(_ request: RunRequest)
 }

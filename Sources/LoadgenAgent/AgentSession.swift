@@ -164,11 +164,13 @@ public final class AgentSession: Sendable {
     /// the controller, and then `runEnded`, which sends `closed`.
     private func serve(_ request: RunRequest, context: Context) async {
         guard let active = context.shared.runs.withLock({ $0[request.runID] }) else { return }
+        let observer = self.configuration.runObserver
         let emit: @Sendable (WireMessage) async -> Void = { message in
             switch message {
             case .finished, .refused: self.slot.markClosing(runID: request.runID)
             default: break
             }
+            observer?.runEmitted(message, request: request)
             await self.feed(.runEmitted(message), context: context)
         }
         defer { context.shared.runs.withLock { _ = $0.removeValue(forKey: request.runID) } }
@@ -197,7 +199,9 @@ public final class AgentSession: Sendable {
         if active.controller.stop.isRequested {
             await emit(.refused(.init(runID: request.runID, code: .aborted, message: active.controller.stop.reason ?? "The run was stopped before it was prepared.")))
         } else {
+            observer?.runStarted(request)
             await active.controller.run(commands: active.stream, emit: emit)
+            observer?.runClosed(request)
         }
         self.slot.release(runID: request.runID)
         await self.feed(.runEnded(request.runID), context: context)

@@ -42,11 +42,35 @@ public protocol RunObserver: Sendable {
     func note(_ message: String)
     /// One run of a plan ended (stored, when there is a store).
     func runFinished(_ outcome: RunOutcome)
+    /// An agent's interval report, as merged (the metrics page counts it).
+    func interval(_ interval: WireMessage.Interval, from agent: ConnectedAgent)
 }
 
 extension RunObserver {
     public func connected(_ agents: [ConnectedAgent]) {}
     public func runFinished(_ outcome: RunOutcome) {}
+    public func interval(_ interval: WireMessage.Interval, from agent: ConnectedAgent) {}
+}
+
+/// Several observers, each told everything in turn (the live view and the metrics page).
+public struct RunObservers: RunObserver {
+    public let all: [any RunObserver]
+
+    public init(_ all: [any RunObserver]) {
+        self.all = all
+    }
+
+    public func connected(_ agents: [ConnectedAgent]) { for o in self.all { o.connected(agents) } }
+    public func phaseStarted(_ request: RunRequest, phase: Phase, agents: [ConnectedAgent]) {
+        for o in self.all { o.phaseStarted(request, phase: phase, agents: agents) }
+    }
+    public func progress(_ snapshot: ProgressSnapshot) { for o in self.all { o.progress(snapshot) } }
+    public func agentLost(_ agent: ConnectedAgent, message: String) { for o in self.all { o.agentLost(agent, message: message) } }
+    public func note(_ message: String) { for o in self.all { o.note(message) } }
+    public func runFinished(_ outcome: RunOutcome) { for o in self.all { o.runFinished(outcome) } }
+    public func interval(_ interval: WireMessage.Interval, from agent: ConnectedAgent) {
+        for o in self.all { o.interval(interval, from: agent) }
+    }
 }
 
 /// Keeps runs (the SQLite store). Interval reports arrive on the coordinator's loop and must not slow it: an

@@ -48,6 +48,7 @@ extension CoordinatorSession {
                     }
                     pending += machine.handle(answer, nowNanos: MonotonicClock.nowNanos())
                 case .recordInterval(let agent, let interval, let latency):
+                    observer.interval(interval, from: self.agents[agent])
                     recorder?.intervalReceived(runID: request.runID, agent: self.agents[agent], interval: interval,
                                                latency: latency, receivedAtWallNanos: MonotonicClock.wallNanos())
                 case .phaseStarted(let phase, let agents):

@@ -254,6 +254,16 @@ public struct SparseHistogram: Hashable, Sendable, Codable {
         return decoded && parser.isComplete
     }
 
+    /// Calls `body` with each (value, count) bucket, in order, without building arrays; false when the encoding is
+    /// not well formed (the buckets up to that point were handed over).
+    @discardableResult
+    public func forEachBucket(_ body: (UInt64, UInt64) -> Void) -> Bool {
+        withoutActuallyEscaping(body) { body in
+            var sink = ClosureSink(body: body)
+            return self.forEachBucket(into: &sink)
+        }
+    }
+
     /// Hands each (value, count) bucket to `sink`, from the arrays or straight from the encoding; false when the
     /// encoding is not well formed (the same pairs, up to the same point, every time).
     @inline(__always)

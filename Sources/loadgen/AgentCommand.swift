@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import LoadgenAgent
 import LoadgenCore
+import LoadgenMetrics
 import LoadgenWire
 import NIOCore
 
@@ -91,6 +92,9 @@ struct AgentCommand: AsyncParsableCommand {
     @OptionGroup(title: "Mutual TLS (encrypts the link; the secret is still proved inside it)")
     var tls: TLSOptions
 
+    @OptionGroup(title: "Prometheus")
+    var metrics: MetricsOptions
+
     struct Settings {
         var address: AgentAddress
         var prover: SharedSecret?
@@ -130,6 +134,7 @@ struct AgentCommand: AsyncParsableCommand {
             }
             roots.append(URL(fileURLWithPath: root).resolvingSymlinksInPath().path)
         }
+        _ = try self.metrics.address()
         let agentID = self.id ?? HostEnvironment.hostName
         guard !agentID.isEmpty, agentID.count <= 64,
               agentID.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
@@ -156,33 +161,38 @@ struct AgentCommand: AsyncParsableCommand {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var logger = Logger(label: "loadgen.agent")
         logger.logLevel = .info
-        let configuration = AgentConfiguration(
-            agentID: settings.agentID, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
-            loadgenVersion: Loadgen.version, policy: settings.policy, prover: settings.prover,
-            workerExecutable: HostEnvironment.executablePath,
-            ioUringDisabled: self.noIoUring ? "the agent was started with --no-io-uring." : nil)
-        var configured = AgentServer(configuration: configuration, host: settings.address.host, port: settings.address.port,
-                                     logger: logger)
-        configured.tls = settings.tls
-        configured.idIncludesPort = self.id == nil
-        let server = configured
-        let signals = HostEnvironment.terminations()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                do {
-                    try await server.run { address, agentID in
-                        let line = "loadgen agent \(agentID) listening on \(address.ipAddress ?? settings.address.host):\(address.port ?? 0)\n"
-                        FileHandle.standardOutput.write(Data(line.utf8))
+        try await self.metrics.serve { exporter in
+            var configuration = AgentConfiguration(
+                agentID: settings.agentID, host: HostEnvironment.hostName, cores: HostEnvironment.cores,
+                loadgenVersion: Loadgen.version, policy: settings.policy, prover: settings.prover,
+                workerExecutable: HostEnvironment.executablePath,
+                ioUringDisabled: self.noIoUring ? "the agent was started with --no-io-uring." : nil)
+            let metrics = exporter.map { AgentMetrics(exporter: $0, agentID: settings.agentID) }
+            configuration.runObserver = metrics
+            var configured = AgentServer(configuration: configuration, host: settings.address.host, port: settings.address.port,
+                                         logger: logger)
+            configured.tls = settings.tls
+            configured.idIncludesPort = self.id == nil
+            let server = configured
+            let signals = HostEnvironment.terminations()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        try await server.run { address, agentID in
+                            metrics?.id.withLock { $0 = agentID }
+                            let line = "loadgen agent \(agentID) listening on \(address.ipAddress ?? settings.address.host):\(address.port ?? 0)\n"
+                            FileHandle.standardOutput.write(Data(line.utf8))
+                        }
+                    } catch let error as IOError {
+                        throw LoadgenError(.usage, "The agent cannot listen on \(settings.address): \(error.description).")
                     }
-                } catch let error as IOError {
-                    throw LoadgenError(.usage, "The agent cannot listen on \(settings.address): \(error.description).")
                 }
+                group.addTask {
+                    for await _ in signals { return }
+                }
+                try await group.next()
+                group.cancelAll()
             }
-            group.addTask {
-                for await _ in signals { return }
-            }
-            try await group.next()
-            group.cancelAll()
         }
         logger.info("Agent stopped")
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LoadgenAgent
 import LoadgenCore
+import LoadgenMetrics
 import LoadgenWorkloads
 import LoadgenCoordinator
 import LoadgenStore
@@ -53,6 +54,9 @@ struct CoordinateCommand: AsyncParsableCommand {
     @OptionGroup(title: "Store")
     var store: StoreOptions
 
+    @OptionGroup(title: "Prometheus")
+    var metrics: MetricsOptions
+
     @Flag(help: "Do not store the runs (to measure the store's cost, or on a read-only home).")
     var noStore = false
 
@@ -63,6 +67,7 @@ struct CoordinateCommand: AsyncParsableCommand {
             _ = try self.agents.tlsSettings()
             if self.agents.isRemote { _ = try self.agents.addresses() }
             try self.embeddedDestinations()
+            _ = try self.metrics.address()
         } catch {
             throw ValidationError(error.message)
         }
@@ -180,10 +185,22 @@ struct CoordinateCommand: AsyncParsableCommand {
         let coordinatorConfiguration = CoordinatorConfiguration(
             loadgenVersion: Loadgen.version, host: HostEnvironment.hostName, prover: secret,
             startDelayNanos: remote == nil ? 50_000_000 : 250_000_000)
+        try await self.metrics.serve { exporter in
+            let observer: any RunObserver = exporter.map { RunObservers([renderer, CoordinatorMetrics(exporter: $0)]) } ?? renderer
+            try await self.drive(plan, store: store, renderer: renderer, observer: observer, secret: secret, remote: remote,
+                                 tls: tls, agentConfiguration: agentConfiguration,
+                                 coordinatorConfiguration: coordinatorConfiguration)
+        }
+    }
+
+    /// Connects (embedded or remote), runs the plan with the store recording, prints the comparison, sets the exit status.
+    private func drive(_ plan: RunPlan, store: RunStore?, renderer: Renderer, observer: any RunObserver,
+                       secret: SharedSecret?, remote: [AgentAddress]?, tls: ControlTLS?,
+                       agentConfiguration: AgentConfiguration, coordinatorConfiguration: CoordinatorConfiguration) async throws {
         let session: @Sendable ([any AgentLink], (any RunRecorder)?) async throws -> [RunOutcome] = { links, recorder in
             try await CoordinatorSession.with(links: links, configuration: coordinatorConfiguration,
                                               interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
-                try await session.run(plan, makeRunID: { HostEnvironment.makeRunID() }, observer: renderer, recorder: recorder)
+                try await session.run(plan, makeRunID: { HostEnvironment.makeRunID() }, observer: observer, recorder: recorder)
             }
         }
         let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in

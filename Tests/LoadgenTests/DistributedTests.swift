@@ -20,14 +20,16 @@ enum LiveAgents {
     /// Runs `count` agents for the duration of `body`, which gets their addresses.
     static func with<R: Sendable>(count: Int, secret: SharedSecret? = nil, policy: AgentPolicy, failureLimit: Int = 1000, failureWindowNanos: UInt64 = 1_000_000_000,
                                   maxPending: Int = 32, earlyDropStart: Int? = nil, tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
+                                  observers: [any AgentRunObserver] = [],
                                   _ body: @Sendable ([AgentAddress]) async throws -> R) async throws -> R {
         let ports = Locked<[Int: Int]>([:])
         var logger = Logger(label: "test.agent")
         logger.logLevel = .critical
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<count {
-                var server = AgentServer(configuration: Self.configuration(id: id ?? "agent\(index)", secret: secret, policy: policy),
-                                         host: "127.0.0.1", port: 0, logger: logger)
+                var configuration = Self.configuration(id: id ?? "agent\(index)", secret: secret, policy: policy)
+                configuration.runObserver = index < observers.count ? observers[index] : nil
+                var server = AgentServer(configuration: configuration, host: "127.0.0.1", port: 0, logger: logger)
                 server.idIncludesPort = idIncludesPort
                 server.maxFailedHandshakes = failureLimit
                 server.maxPendingConnections = maxPending

@@ -5,6 +5,7 @@ import PackageDescription
 //
 //   loadgen (executable: commands and rendering only)
 //     ├── LoadgenMetrics (the /metrics page: swift-prometheus, NIOHTTP1; watches the coordinator and the agent)
+//     ├── LoadgenReport (HTML pages with SVG charts of stored runs)
 //     ├── LoadgenCoordinator ── LoadgenStore ── GRDB
 //     ├── LoadgenAgent
 //     │     └── LoadgenWorkloads ── CLoadgen (C: clocks, io_uring), Subprocess, NIO, NIOSSL, NIOHTTP2
@@ -75,6 +76,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "LoadgenReport",
+            dependencies: ["LoadgenCore", "LoadgenStore"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "LoadgenMetrics",
             dependencies: ["LoadgenCore", "LoadgenAgent", "LoadgenCoordinator", nioCore, nioPosix, .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "Prometheus", package: "swift-prometheus")],
@@ -94,7 +100,7 @@ let package = Package(
             name: "loadgen",
             dependencies: [
                 "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
-                "LoadgenMetrics", logging, .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "LoadgenMetrics", "LoadgenReport", logging, .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -110,7 +116,7 @@ let package = Package(
             name: "LoadgenTests",
             dependencies: [
                 "LoadgenCore", "LoadgenWorkloads", "LoadgenAgent", "LoadgenCoordinator", "LoadgenStore", "LoadgenWire",
-                "LoadgenMetrics", "loadgen", "LoadgenFuzz", .product(name: "NIOEmbedded", package: "swift-nio"),
+                "LoadgenMetrics", "LoadgenReport", "loadgen", "LoadgenFuzz", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

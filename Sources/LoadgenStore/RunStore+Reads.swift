@@ -178,3 +178,67 @@ extension RunStore {
         return aggregate
     }
 }
+
+/// One interval of a run across all its agents: the agents' reports of the same tick merged (they tick together,
+/// from one start), the percentiles read from the merged histogram.
+public struct ClusterPoint: Sendable, Hashable, Codable {
+    public var phase: String
+    public var seq: Int
+    /// The latest of the agents' elapsed times for this tick.
+    public var elapsedS: Double
+    public var ops: Int64
+    public var errors: Int64
+    /// The sum of the agents' rates in this interval (each over its own interval's length).
+    public var opsPerS: Double
+    public var p50Us: Double?
+    public var p99Us: Double?
+}
+
+extension RunStore {
+    /// The run's series with the agents merged, per phase and tick, in order.
+    public func clusterSeries(runID: String) throws(LoadgenError) -> [ClusterPoint] {
+        let rows: [IntervalRow] = try self.read { db in
+            try IntervalRow.filter(IntervalRow.Columns.runID == runID)
+                .order(SQL("CASE phase WHEN 'mkdir' THEN 0 WHEN 'main' THEN 1 WHEN 'stat' THEN 2 WHEN 'read' THEN 3 ELSE 4 END"),
+                       IntervalRow.Columns.seq, IntervalRow.Columns.agentIndex)
+                .fetchAll(db)
+        }
+        var points: [ClusterPoint] = []
+        var latency = LatencyCounts()
+        var previous: [String: Int64] = [:]
+        func close() {
+            guard var last = points.last, !latency.isEmpty else { return }
+            let histogram = latency.histogram()
+            last.p50Us = Double(histogram.valueAtPercentile(50)) / 1000
+            last.p99Us = Double(histogram.valueAtPercentile(99)) / 1000
+            points[points.count - 1] = last
+        }
+        for row in rows {
+            if points.last?.phase != row.phase || points.last?.seq != row.seq {
+                close()
+                latency = LatencyCounts()
+                points.append(ClusterPoint(phase: row.phase, seq: row.seq, elapsedS: 0, ops: 0, errors: 0, opsPerS: 0))
+            }
+            let key = "\(row.agentIndex)/\(row.phase)"
+            let span = max(1, row.elapsedNanos - (previous[key] ?? 0))
+            previous[key] = row.elapsedNanos
+            points[points.count - 1].elapsedS = max(points[points.count - 1].elapsedS, Double(row.elapsedNanos) / 1e9)
+            points[points.count - 1].ops += row.ops
+            points[points.count - 1].errors += row.errors
+            points[points.count - 1].opsPerS += Double(row.ops) / (Double(span) / 1e9)
+            if let interval = try? row.interval() { _ = try? latency.add(interval.latency) }
+        }
+        close()
+        return points
+    }
+
+    /// The run's merged latency histogram for a phase, as (bucket's highest value in nanoseconds, count) pairs in
+    /// order; empty for a run stored before intervals were kept whole.
+    public func latencyBuckets(runID: String, phase: Phase = .main) throws(LoadgenError) -> [(valueNanos: UInt64, count: UInt64)] {
+        guard let aggregate = try self.loadAggregate(runID: runID) else { return [] }
+        var merged = LatencyCounts()
+        for agent in aggregate.agents { if let state = agent.phases[phase] { merged.add(state.latency) } }
+        let sparse = merged.sparse
+        return zip(sparse.values, sparse.counts).map { ($0, $1) }
+    }
+}

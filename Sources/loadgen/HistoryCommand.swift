@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LoadgenCore
+import LoadgenReport
 import LoadgenStore
 
 /// `loadgen history`: every run kept, and comparisons between them.
@@ -15,6 +16,8 @@ struct HistoryCommand: AsyncParsableCommand {
               loadgen history show last                    everything stored for the latest run
               loadgen history compare last~1 last          is the latest run slower than the one before?
               loadgen history compare A B --fail-if-slower 5   exit 1 if B's throughput is over 5% below A's (for CI)
+              loadgen history show last --html run.html    one page with charts, to open in a browser or print
+              loadgen history compare last~3 last~2 last~1 last --html modes.html   the modes of one comparison as bars
 
             A run is named by its id, a unique prefix of it, last, or last~N (the N-th before the last).
             """,
@@ -151,6 +154,9 @@ extension HistoryCommand {
         @Flag(help: "One JSON object: the run report plus an intervals array.")
         var json = false
 
+        @Option(help: ArgumentHelp("Also write the run as one self-contained HTML page with charts (no scripts, nothing fetched).", valueName: "FILE"))
+        var html: String?
+
         func run() async throws {
             let store = try self.store.open()
             let id = try store.resolveRunID(self.run)
@@ -158,6 +164,11 @@ extension HistoryCommand {
                 throw LoadgenError.usage("There is no run '\(self.run)' in the store.")
             }
             let intervals = try store.intervals(runID: id)
+            if let html {
+                let page = HTMLReport.run(report, intervals: intervals, cluster: try store.clusterSeries(runID: id),
+                                          latency: try store.latencyBuckets(runID: id))
+                try HTMLOutput.write(page, to: html)
+            }
             if self.json {
                 let encoder = FrameCodec.makeEncoder()
                 var object = try JSONSerialization.jsonObject(with: try encoder.encode(report)) as! [String: Any]
@@ -189,11 +200,14 @@ extension HistoryCommand {
 
         @OptionGroup var store: StoreOptions
 
-        @Argument(help: ArgumentHelp("The baseline run.", valueName: "RUN_A"))
-        var a: String
+        @Argument(help: ArgumentHelp("The baseline run, then the run to judge against it (more runs: --html compares them all).", valueName: "RUN_A RUN_B"))
+        var runs: [String] = []
 
-        @Argument(help: ArgumentHelp("The run to judge against it.", valueName: "RUN_B"))
-        var b: String
+        @Option(help: ArgumentHelp("Also write the comparison as one self-contained HTML page: both runs' series overlaid, or with more than two runs a bar chart of them with their speed-up.", valueName: "FILE"))
+        var html: String?
+
+        var a: String { self.runs[0] }
+        var b: String { self.runs[1] }
 
         @Flag(help: "One JSON object with both runs' figures, the deltas and the verdict.")
         var json = false
@@ -202,6 +216,15 @@ extension HistoryCommand {
         var failIfSlower: Double?
 
         func validate() throws {
+            guard self.runs.count >= 2 else {
+                throw ValidationError("Give two runs to compare (RUN_A RUN_B); got \(self.runs.count).")
+            }
+            if self.runs.count > 2, self.html == nil {
+                throw ValidationError("More than two runs are compared on an HTML page only: give --html FILE, or two runs.")
+            }
+            if self.runs.count > 2, self.json || self.failIfSlower != nil {
+                throw ValidationError("--json and --fail-if-slower judge two runs; got \(self.runs.count).")
+            }
             if let pct = self.failIfSlower, !(pct >= 0 && pct.isFinite) {
                 throw ValidationError("--fail-if-slower must be a percentage of 0 or more; got \(pct).")
             }
@@ -209,12 +232,21 @@ extension HistoryCommand {
 
         func run() async throws {
             let store = try self.store.open()
-            let idA = try store.resolveRunID(self.a)
-            let idB = try store.resolveRunID(self.b)
-            guard let a = try store.report(runID: idA), let b = try store.report(runID: idB) else {
-                throw LoadgenError.usage("A run to compare has no figures stored.")
+            let ids = try self.runs.map { text throws(LoadgenError) in try store.resolveRunID(text) }
+            var reports: [RunReport] = []
+            for (text, id) in zip(self.runs, ids) {
+                guard let report = try store.report(runID: id) else {
+                    throw LoadgenError.usage("The run '\(text)' has no figures stored.")
+                }
+                reports.append(report)
             }
+            let (a, b) = (reports[0], reports[1])
             let comparison = RunComparison(a: a, b: b)
+            if let html {
+                let runs = try zip(reports, ids).map { report, id throws(LoadgenError) in (report: report, cluster: try store.clusterSeries(runID: id)) }
+                try HTMLOutput.write(HTMLReport.comparison(runs, comparison: reports.count == 2 ? comparison : nil), to: html)
+                if reports.count > 2 { return }
+            }
             if self.json {
                 print(String(decoding: try FrameCodec.makeEncoder().encode(comparison), as: UTF8.self))
             } else {
@@ -226,5 +258,23 @@ extension HistoryCommand {
                 throw ExitCode(1)
             }
         }
+    }
+}
+
+/// Where `--html` pages go.
+enum HTMLOutput {
+    /// Writes `page` to `path` whole (a temporary file renamed into place), saying where on stderr.
+    static func write(_ page: String, to path: String) throws(LoadgenError) {
+        let url = URL(fileURLWithPath: path)
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        do {
+            try Data(page.utf8).write(to: temporary)
+            if FileManager.default.fileExists(atPath: url.path) { _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary) }
+            else { try FileManager.default.moveItem(at: temporary, to: url) }
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw LoadgenError.usage("The HTML page cannot be written to '\(path)': \(error.localizedDescription)")
+        }
+        FileHandle.standardError.write(Data("loadgen: wrote \(path)\n".utf8))
     }
 }

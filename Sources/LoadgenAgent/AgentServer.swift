@@ -54,7 +54,7 @@ public struct AgentServer: Sendable {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .bind(host: self.host, port: self.port) { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try tls?.addHandler(to: channel.pipeline.syncOperations)

@@ -51,7 +51,7 @@ public final class RemoteAgentLink: AgentLink {
                     do {
                         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                             .connectTimeout(.nanoseconds(Int64(connectTimeoutNanos)))
-                            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                             // An interval with its histogram is ~10-20 KB: read it in one go rather than in 2 KB steps.
                             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
                                 minimum: 4096, initial: 32768, maximum: 262_144))

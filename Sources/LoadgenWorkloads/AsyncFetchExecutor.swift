@@ -53,7 +53,7 @@ public final class AsyncFetchExecutor: PhaseExecutor {
         }
         return bootstrap
             .connectTimeout(.nanoseconds(Int64(connectTimeoutNanos)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
     }
 
     /// TLS on a new connection: SNI with a host name (none for an address literal, whose certificate names the IP).

@@ -260,26 +260,8 @@ struct HostileRequestTests {
     @Test func anAgentUnderUlimit64RefusesWhatItCannotHoldAndServesTheNextRun() async throws {
         let root = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(root) }
-        let agent = Process()
-        agent.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-        agent.arguments = ["--nofile=64:64", TestSupport.binary, "agent", "--listen", "127.0.0.1:0", "--insecure", "--allow-root", root]
-        let output = Pipe()
-        agent.standardError = output
-        agent.standardOutput = output
-        try agent.run()
+        let (agent, port) = try Self.startAgent(["/usr/bin/prlimit", "--nofile=64:64"], root: root)
         defer { agent.terminate(); agent.waitUntilExit() }
-        // The agent prints the port it bound.
-        var port = 0
-        var seen = ""
-        let deadline = Date().addingTimeInterval(10)
-        while port == 0, Date() < deadline {
-            let chunk = output.fileHandleForReading.availableData
-            seen += String(decoding: chunk, as: UTF8.self)
-            if let range = seen.range(of: "listening on 127.0.0.1:") {
-                port = Int(seen[range.upperBound...].prefix { $0.isNumber }) ?? 0
-            }
-        }
-        try #require(port > 0, "the agent did not say where it listens: \(seen)")
         let env = ["LOADGEN_DB": root + "/db.sqlite"]
         let big = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
                                              "--mode", "threads", "--workers", "60"], environment: env, timeout: 20)
@@ -290,6 +272,81 @@ struct HostileRequestTests {
                                                "--mode", "threads", "--workers", "2"], environment: env, timeout: 20)
         #expect(small.status == 0, "\(small.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: root).filter { $0.hasPrefix("loadgen-") }.isEmpty)
+    }
+
+    /// Starts the agent binary with `launcher` in front of it and returns the process and the port it bound.
+    static func startAgent(_ launcher: [String], root: String, binary: String = TestSupport.binary,
+                           environment: [String: String]? = nil) throws -> (Process, Int) {
+        let agent = Process()
+        agent.executableURL = URL(fileURLWithPath: launcher[0])
+        agent.arguments = Array(launcher.dropFirst()) + [binary, "agent", "--listen", "127.0.0.1:0", "--insecure", "--allow-root", root]
+        if let environment { agent.environment = environment }
+        let output = Pipe()
+        agent.standardError = output
+        agent.standardOutput = output
+        try agent.run()
+        var port = 0
+        var seen = ""
+        let deadline = Date().addingTimeInterval(10)
+        while port == 0, Date() < deadline, agent.isRunning {
+            seen += String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+            if let range = seen.range(of: "listening on 127.0.0.1:") {
+                port = Int(seen[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
+        }
+        if port == 0 { agent.terminate() }
+        try #require(port > 0, "the agent did not say where it listens: \(seen)")
+        return (agent, port)
+    }
+
+    /// Out of descriptors while accepting (EMFILE): the agent's accept loop backs off and goes on, and once the
+    /// flood is gone it serves a run.
+    @Test func anAgentOutOfDescriptorsWhileAcceptingLivesOn() async throws {
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        let (agent, port) = try Self.startAgent(["/usr/bin/prlimit", "--nofile=48:48"], root: root)
+        defer { agent.terminate(); agent.waitUntilExit() }
+        var flood: [Int32] = []
+        for _ in 0..<80 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = UInt16(port).bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            flood.append(fd)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        for fd in flood { close(fd) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(agent.isRunning, "the agent died of the flood")
+        let run = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
+                                             "--mode", "threads", "--workers", "2", "--no-store"], timeout: 30)
+        #expect(run.status == 0, "\(run.stderr)")
+    }
+
+    /// An agent that is not root (as systemd, the container and Kubernetes run it) serves runs: no socket option
+    /// it sets needs privileges (one set SO_DEBUG by mistake, which only root may).
+    @Test func anAgentThatIsNotRootServesRuns() async throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+        let root = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(root) }
+        chmod(root, 0o777)
+        // The binary must be reachable by nobody: the build directory may not be.
+        let dir = try TestSupport.makeTemporaryDirectory("lgbin")
+        defer { TestSupport.remove(dir) }
+        chmod(dir, 0o755)
+        let binary = dir + "/loadgen"
+        try FileManager.default.copyItem(atPath: TestSupport.binary, toPath: binary)
+        let (agent, port) = try Self.startAgent(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], root: root,
+                                                binary: binary, environment: ["HOME": "/nonexistent", "TMPDIR": root])
+        defer { agent.terminate(); agent.waitUntilExit() }
+        for mode in ["threads", "async"] {
+            let run = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
+                                                 "--mode", mode, "--workers", "2", "--no-store"], timeout: 30)
+            #expect(run.status == 0, "\(mode): \(run.stderr)")
+        }
+        #expect(agent.isRunning)
     }
 }
 

@@ -12,7 +12,12 @@ public struct SharedSecret: SecretProver {
 
     /// Reads a secret file, refusing one that is missing, not a regular file, empty, or readable by group or
     /// others (as ssh and Erlang's cookie do): a secret anyone on the host can read protects nothing.
-    public static func load(path: String) throws(LoadgenError) -> SharedSecret {
+    ///
+    /// One exception: a file directly in `credentialsDirectory`, systemd's `$CREDENTIALS_DIRECTORY` for the service
+    /// (`LoadCredential=`), may show group read. systemd makes that directory for the service alone, read-only; on
+    /// tmpfs (systemd after 252) it grants the service's user read through an ACL, and `stat` shows the ACL's mask
+    /// as the group bits (0440), which nobody in the file's group holds.
+    public static func load(path: String, credentialsDirectory: String? = nil) throws(LoadgenError) -> SharedSecret {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw .usage("The secret file '\(path)' cannot be read: \(errnoDescription(errno)).")
@@ -21,7 +26,11 @@ public struct SharedSecret: SecretProver {
             throw .usage("The secret file '\(path)' is not a regular file.")
         }
         let mode = info.st_mode & 0o777
-        guard mode & 0o077 == 0 else {
+        let credential = credentialsDirectory.map { directory in
+            URL(fileURLWithPath: path).deletingLastPathComponent().standardizedFileURL.path
+                == URL(fileURLWithPath: directory).standardizedFileURL.path
+        } ?? false
+        guard mode & (credential ? 0o027 : 0o077) == 0 else {
             throw .usage("The secret file '\(path)' is readable by group or others (mode \(String(mode, radix: 8))); run chmod 600 '\(path)'.")
         }
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -116,7 +116,7 @@ struct AgentCommand: AsyncParsableCommand {
                 ? "Give --secret-file FILE, or --insecure to accept coordinators without a secret on \(address)."
                 : "Listening on \(address) needs --secret-file: without it anyone who can reach the port could run load here.")
         }
-        let prover = try self.secretFile.map { path throws(LoadgenError) in try SharedSecret.load(path: path) }
+        let prover = try self.secretFile.map { path throws(LoadgenError) in try SharedSecret.load(path: path, credentialsDirectory: HostEnvironment.credentialsDirectory) }
         guard self.maxFiles >= 1 else { throw .usage("--max-files must be at least 1; got \(self.maxFiles).") }
         guard self.maxWorkers >= 1 else { throw .usage("--max-workers must be at least 1; got \(self.maxWorkers).") }
         guard let maxBytes = ByteCount.parse(self.maxBytes) else {

@@ -481,7 +481,7 @@ struct AgentOptions: ParsableArguments {
     var isRemote: Bool { !self.agents.isEmpty || self.agentsFile != nil || self.agentsDns != nil }
 
     func secret() throws(LoadgenError) -> SharedSecret? {
-        try self.secretFile.map { path throws(LoadgenError) in try SharedSecret.load(path: path) }
+        try self.secretFile.map { path throws(LoadgenError) in try SharedSecret.load(path: path, credentialsDirectory: HostEnvironment.credentialsDirectory) }
     }
 
     func addresses() throws(LoadgenError) -> [AgentAddress] {

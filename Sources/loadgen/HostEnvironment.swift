@@ -15,6 +15,10 @@ enum HostEnvironment {
     /// it, sizes event loops by it, and the coordinator checks open-file budgets with it.
     static var cores: Int { System.coreCount }
 
+    /// systemd's credentials directory for this service (`LoadCredential=`), where a secret file may show the
+    /// group bits of an ACL mask.
+    static var credentialsDirectory: String? { ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] }
+
     /// This binary, for worker processes (resolved through /proc, since argv[0] may be relative or bare).
     static var executablePath: String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

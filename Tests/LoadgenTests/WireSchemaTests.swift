@@ -221,6 +221,24 @@ struct WireSchemaTests {
         }
     }
 
+    /// In systemd's credentials directory (tmpfs with an ACL for the service's user) a credential shows 0440: the
+    /// group bits are the ACL's mask, accepted there and nowhere else; other-read is refused even there.
+    @Test func aCredentialMayShowTheACLMaskAsGroupRead() throws {
+        let credentials = try TestSupport.makeTemporaryDirectory()
+        let elsewhere = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(credentials); TestSupport.remove(elsewhere) }
+        for dir in [credentials, elsewhere] {
+            try Data("0123456789abcdef0123456789abcdef\n".utf8).write(to: URL(fileURLWithPath: dir + "/secret"))
+            chmod(dir + "/secret", 0o440)
+        }
+        _ = try SharedSecret.load(path: credentials + "/secret", credentialsDirectory: credentials)
+        _ = try SharedSecret.load(path: credentials + "/./secret", credentialsDirectory: credentials + "/")
+        #expect(throws: LoadgenError.self) { try SharedSecret.load(path: elsewhere + "/secret", credentialsDirectory: credentials) }
+        #expect(throws: LoadgenError.self) { try SharedSecret.load(path: credentials + "/secret") }
+        chmod(credentials + "/secret", 0o444)
+        #expect(throws: LoadgenError.self) { try SharedSecret.load(path: credentials + "/secret", credentialsDirectory: credentials) }
+    }
+
     @Test func missingAndEmptySecretFilesAreRefused() throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { TestSupport.remove(dir) }

@@ -20,6 +20,12 @@ public struct RunPlan: Sendable {
         self.makeRequest = makeRequest
     }
 
+    /// The same plan for one of its modes.
+    public func only(_ mode: ExecutionMode) -> RunPlan {
+        RunPlan(workload: self.workload, modes: [mode], impliedModes: self.impliedModes.intersection([mode]),
+                makeRequest: self.makeRequest)
+    }
+
     /// Every planned mode against every agent's policy and open-file limit, before the first run, so a comparison
     /// is refused whole rather than stopped half-way.
     public func preflight(_ agents: [ConnectedAgent]) throws(LoadgenError) {

@@ -7,6 +7,7 @@ import LoadgenWorkloads
 import LoadgenCoordinator
 import LoadgenStore
 import LoadgenWire
+import Synchronization
 
 /// `loadgen coordinate`: drive one run (or one per mode) across agents, show it live, print and keep the result.
 struct CoordinateCommand: AsyncParsableCommand {
@@ -197,31 +198,81 @@ struct CoordinateCommand: AsyncParsableCommand {
     private func drive(_ plan: RunPlan, store: RunStore?, renderer: Renderer, observer: any RunObserver,
                        secret: SharedSecret?, remote: [AgentAddress]?, tls: ControlTLS?,
                        agentConfiguration: AgentConfiguration, coordinatorConfiguration: CoordinatorConfiguration) async throws {
-        let session: @Sendable ([any AgentLink], (any RunRecorder)?) async throws -> [RunOutcome] = { links, recorder in
+        let relay = InterruptRelay()
+        let session: @Sendable (RunPlan, [any AgentLink], (any RunRecorder)?) async throws -> [RunOutcome] = { plan, links, recorder in
             try await CoordinatorSession.with(links: links, configuration: coordinatorConfiguration,
-                                              interrupts: HostEnvironment.interrupts()) { session throws(LoadgenError) in
+                                              interrupts: relay.stream()) { session throws(LoadgenError) in
                 try await session.run(plan, makeRunID: { HostEnvironment.makeRunID() }, observer: observer, recorder: recorder)
             }
         }
+        // With --agents-dns, each run of a comparison resolves the name anew (a DaemonSet's agents come and go),
+        // in a session of its own; otherwise one session runs every mode on the same agents.
+        let resolvesEachRun = self.agents.agentsDns != nil && plan.modes.count > 1
         let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
+            if resolvesEachRun {
+                var outcomes: [RunOutcome] = []
+                for (index, mode) in plan.modes.enumerated() where !relay.interrupted {
+                    let addresses: [AgentAddress]
+                    do throws(LoadgenError) {
+                        addresses = index == 0 ? remote! : try self.agents.addresses()
+                    } catch {
+                        observer.note("Stopped before the \(mode.rawValue) run: \(error.message)")
+                        throw ExitCode(1)
+                    }
+                    outcomes += try await RemoteAgentLink.with(addresses: addresses, tls: tls) { links in
+                        try await session(plan.only(mode), links, recorder)
+                    }
+                }
+                return outcomes
+            }
             if let remote {
-                return try await RemoteAgentLink.with(addresses: remote, tls: tls) { links in try await session(links, recorder) }
+                return try await RemoteAgentLink.with(addresses: remote, tls: tls) { links in try await session(plan, links, recorder) }
             }
             return try await EmbeddedAgentLink.with(configuration: agentConfiguration) { link in
-                try await session([link], recorder)
+                try await session(plan, [link], recorder)
             }
         }
-        let outcomes: [RunOutcome]
-        if let store {
-            outcomes = try await StoreRecorder.with(
-                store: store, coordinator: ProcessIdentity.current(host: HostEnvironment.hostName),
-                loadgenVersion: Loadgen.version) { recorder in try await drive(recorder) }
-        } else {
-            outcomes = try await drive(nil)
+        let outcomes: [RunOutcome] = try await relay.relaying(HostEnvironment.interrupts()) {
+            if let store {
+                return try await StoreRecorder.with(
+                    store: store, coordinator: ProcessIdentity.current(host: HostEnvironment.hostName),
+                    loadgenVersion: Loadgen.version) { recorder in try await drive(recorder) }
+            }
+            return try await drive(nil)
         }
         renderer.compare(outcomes)
         let status = RunPlan.exitStatus(outcomes)
         if status != 0 { throw ExitCode(status) }
+    }
+}
+
+/// Ctrl-C for a command that may open several coordinator sessions in turn: one signal stream for the command,
+/// each press handed to the session running then, and remembered so no later run starts.
+final class InterruptRelay: Sendable {
+    private let pressed = Mutex(false)
+    private let current = Mutex<AsyncStream<Void>.Continuation?>(nil)
+
+    var interrupted: Bool { self.pressed.withLock { $0 } }
+
+    /// The stream for the next session (the last one's goes quiet).
+    func stream() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
+        self.current.withLock { $0?.finish(); $0 = continuation }
+        return stream
+    }
+
+    /// Runs `body` while Ctrl-Cs from `signals` are handed on.
+    func relaying<R: Sendable>(_ signals: AsyncStream<Void>, _ body: () async throws -> R) async throws -> R {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in signals {
+                    self.pressed.withLock { $0 = true }
+                    _ = self.current.withLock { $0?.yield() }
+                }
+            }
+            defer { group.cancelAll() }
+            return try await body()
+        }
     }
 }
 

@@ -12,7 +12,10 @@
 #   3. a killed coordinator (SIGKILL mid-run): every agent stops its load within 2 s, and `loadgen clean --agents`
 #      removes the directories it left (a --keep run's only with --kept), never a foreign one or a look-alike;
 #   4. mutual TLS: agents with --tls-cert (certificates naming their addresses, made with openssl) serve a TLS
-#      coordinator, and refuse a plain one.
+#      coordinator, and refuse a plain one;
+#   5. --agents-dns: a name in a private /etc/hosts (a mount namespace of the coordinator's own) that resolves to two
+#      agents for the first run of a comparison and to three by the second is resolved again for each run, and a
+#      name that resolves to nothing is refused with one sentence.
 # Prints "netns: ok" when all pass; exits non-zero naming the first check that failed.
 set -euo pipefail
 LOADGEN=$(realpath "${1:-.build/debug/loadgen}")
@@ -183,4 +186,34 @@ python3 -c 'import json,sys; r=json.loads(sys.argv[1].splitlines()[-1]); assert 
   --db "$work/runs.sqlite" >/dev/null 2>"$work/coordinator6.log" && fail "a plain coordinator got through to TLS agents"
 grep -q -- "--tls-cert" "$work/coordinator6.log" || fail "the plain coordinator's refusal does not say what to give: $(cat "$work/coordinator6.log")"
 echo "netns: 4. mutual TLS: three TLS agents served a TLS run (900 files); a plain coordinator was refused"
+
+# 5. --agents-dns resolved again at the start of each run of a comparison. The coordinator runs in a mount namespace
+# of its own with the hosts file bind-mounted over /etc/hosts; the file gains the third agent once the first run is
+# under way.
+rm -rf "${shared:?}"/*
+hosts=$work/hosts
+printf '127.0.0.1 localhost\n10.231.0.11 agents.lg.test\n10.231.0.12 agents.lg.test\n' >"$hosts"
+unshare --mount sh -c 'mount --bind "$1" /etc/hosts && shift && exec "$@"' sh "$hosts" \
+  "$LOADGEN" coordinate --agents-dns agents.lg.test:7420 --secret-file "$secret" --target "$shared" --files 200000 \
+  --size 0 --mode threads,processes --workers 1 --db "$work/runs.sqlite" --json >"$work/dns.json" 2>"$work/coordinator7.log" &
+coordinator=$!
+for _ in $(seq 100); do [ -n "$(rundir_of agent1)" ] && break; sleep 0.1; done
+[ -n "$(rundir_of agent1)" ] || fail "the --agents-dns run did not start ($(tail -n 3 "$work/coordinator7.log"))"
+printf '10.231.0.13 agents.lg.test\n' >>"$hosts"
+wait "$coordinator" || fail "the --agents-dns comparison exited $? ($(tail -n 3 "$work/coordinator7.log"))"
+python3 - "$work/dns.json" <<'PY' || fail "the --agents-dns runs"
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()]
+assert [r["mode"] for r in runs] == ["threads", "processes"], runs
+assert [r["agents"] for r in runs] == [2, 3], [r["agents"] for r in runs]
+assert sorted(a["agent"] for a in runs[1]["per_agent"]) == ["agent1", "agent2", "agent3"]
+assert all(r["status"] == "completed" for r in runs)
+print("netns: 5. --agents-dns: the first run found 2 agents, the second, resolved again, 3")
+PY
+printf '127.0.0.1 localhost\n' >"$hosts"
+unshare --mount sh -c 'mount --bind "$1" /etc/hosts && shift && exec "$@"' sh "$hosts" \
+  "$LOADGEN" coordinate --agents-dns nothing.lg.test --secret-file "$secret" --target "$shared" --files 10 --mode threads \
+  --db "$work/runs.sqlite" >/dev/null 2>"$work/coordinator8.log" && fail "a name that resolves to nothing was accepted"
+grep -q "The DNS name 'nothing.lg.test' resolves to no address" "$work/coordinator8.log" \
+  || fail "no sentence for a name that resolves to nothing: $(cat "$work/coordinator8.log")"
 echo "netns: ok"

@@ -33,7 +33,7 @@ public enum HTMLReport {
             }
             let title = "\(name): \(unit) per second, per agent"
             body += "<figure>\n" + SVGChart.lines(series, title: title, x: self.timeAxis, y: self.rateAxis("\(unit)/s"))
-            body += "<figcaption>\(e(title)), each interval's rate as its agent measured it, drawn at the interval's end (an interval under half the usual length, such as the last, is left out: its rate over a few milliseconds says little).</figcaption></figure>\n"
+            body += "<figcaption>\(e(title)), each interval's rate as its agent measured it, drawn at the interval's end (the last, when under half the usual length, is left out: its rate over a few milliseconds says little).</figcaption></figure>\n"
         }
 
         body += "<h2>Latency over time</h2>\n"
@@ -167,13 +167,13 @@ public enum HTMLReport {
         ["mkdir": 0, "main": 1, "stat": 2, "read": 3, "cleanup": 4][phase] ?? 5
     }
 
-    /// The points of a rate series whose interval (from the previous point, or the start) is at least half the
-    /// median interval: a phase's last interval ends when its work does, often milliseconds after the last tick.
+    /// A rate series without its last point when that interval is under half the median: a phase's last interval
+    /// ends when its work does, often milliseconds after the last tick, and a rate over a few milliseconds says little.
     static func steady(_ points: [(x: Double, y: Double)]) -> [(x: Double, y: Double)] {
         guard points.count > 1 else { return points }
         let spans = points.indices.map { i in points[i].x - (i == 0 ? 0 : points[i - 1].x) }
         let median = spans.sorted()[spans.count / 2]
-        return points.indices.filter { spans[$0] >= median / 2 }.map { points[$0] }
+        return spans.last! < median / 2 ? Array(points.dropLast()) : points
     }
 
     /// HDR buckets gathered into quarter-decade bins (microseconds).

@@ -44,12 +44,21 @@ public protocol RunObserver: Sendable {
     func runFinished(_ outcome: RunOutcome)
     /// An agent's interval report, as merged (the metrics page counts it).
     func interval(_ interval: WireMessage.Interval, from agent: ConnectedAgent)
+    /// A set of runs (`--runs N`) ended.
+    func setFinished(_ summary: SetSummary)
+    /// A step of a capacity search ended, judged.
+    func searchStep(_ step: SearchSummary.Step)
+    /// A capacity search ended.
+    func searchFinished(_ summary: SearchSummary)
 }
 
 extension RunObserver {
     public func connected(_ agents: [ConnectedAgent]) {}
     public func runFinished(_ outcome: RunOutcome) {}
     public func interval(_ interval: WireMessage.Interval, from agent: ConnectedAgent) {}
+    public func setFinished(_ summary: SetSummary) {}
+    public func searchStep(_ step: SearchSummary.Step) {}
+    public func searchFinished(_ summary: SearchSummary) {}
 }
 
 /// Several observers, each told everything in turn (the live view and the metrics page).
@@ -71,6 +80,9 @@ public struct RunObservers: RunObserver {
     public func interval(_ interval: WireMessage.Interval, from agent: ConnectedAgent) {
         for o in self.all { o.interval(interval, from: agent) }
     }
+    public func setFinished(_ summary: SetSummary) { for o in self.all { o.setFinished(summary) } }
+    public func searchStep(_ step: SearchSummary.Step) { for o in self.all { o.searchStep(step) } }
+    public func searchFinished(_ summary: SearchSummary) { for o in self.all { o.searchFinished(summary) } }
 }
 
 /// Keeps runs (the SQLite store). Interval reports arrive on the coordinator's loop and must not slow it: an
@@ -80,4 +92,14 @@ public protocol RunRecorder: Sendable {
     func intervalReceived(runID: String, agent: ConnectedAgent, interval: WireMessage.Interval, latency: IntervalLatency,
                           receivedAtWallNanos: UInt64)
     func runEnded(_ report: RunReport, aggregate: RunAggregate) async throws(LoadgenError)
+    /// A set of runs begins (`--runs`, a capacity search), and ends with its result as JSON.
+    func setStarted(id: String, kind: String, label: String?, workload: WorkloadKind, modes: [ExecutionMode],
+                    requestJSON: String) async throws(LoadgenError)
+    func setEnded(id: String, resultJSON: String) async throws(LoadgenError)
+}
+
+extension RunRecorder {
+    public func setStarted(id: String, kind: String, label: String?, workload: WorkloadKind, modes: [ExecutionMode],
+                           requestJSON: String) async throws(LoadgenError) {}
+    public func setEnded(id: String, resultJSON: String) async throws(LoadgenError) {}
 }

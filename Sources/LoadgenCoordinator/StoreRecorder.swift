@@ -70,6 +70,17 @@ public final class StoreRecorder: RunRecorder {
         self.pending.withLock { $0.append(record) }
     }
 
+    public func setStarted(id: String, kind: String, label: String?, workload: WorkloadKind, modes: [ExecutionMode],
+                           requestJSON: String) async throws(LoadgenError) {
+        try await self.store.insertSet(RunSetRecord(id: id, kind: kind, label: label, workload: workload.rawValue,
+                                                    modes: modes.map(\.rawValue).joined(separator: ","),
+                                                    startedAtWallNanos: MonotonicClock.wallNanos(), request: requestJSON))
+    }
+
+    public func setEnded(id: String, resultJSON: String) async throws(LoadgenError) {
+        try await self.store.finishSet(id: id, result: resultJSON, endedAtWallNanos: MonotonicClock.wallNanos())
+    }
+
     public func runEnded(_ report: RunReport, aggregate: RunAggregate) async throws(LoadgenError) {
         await self.flush()
         try await self.store.finishRun(report, aggregate: aggregate)

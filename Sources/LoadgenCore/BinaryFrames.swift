@@ -1,7 +1,7 @@
 import Foundation
 import SwiftProtobuf
 
-/// The binary frames of protocol 5 (unchanged since 4) (`schemas/wire/frames.proto`): the messages that make up nearly all the traffic
+/// The binary frames of protocol 6 (4's, with an interval's CPU time and schedule lag added) (`schemas/wire/frames.proto`): the messages that make up nearly all the traffic
 /// of a big run, interval reports and heartbeats, travel as protobuf; the rest stay JSON. The generated types stay
 /// inside this module: everything else sees ``WireMessage``.
 enum BinaryFrames {
@@ -16,9 +16,9 @@ enum BinaryFrames {
 
     /// The message as a binary frame body, or nil for a message that travels as JSON.
     static func body(_ message: WireMessage) throws(LoadgenError) -> [UInt8]? {
-        var frame = Loadgen_Wire_V5_BinaryFrame()
+        var frame = Loadgen_Wire_V6_BinaryFrame()
         switch message {
-        case .interval(let interval): frame.interval = Loadgen_Wire_V5_Interval(interval)
+        case .interval(let interval): frame.interval = Loadgen_Wire_V6_Interval(interval)
         case .heartbeat(let beat): frame.heartbeat = .with { $0.seq = UInt64(clamping: beat.seq) }
         default: return nil
         }
@@ -31,9 +31,9 @@ enum BinaryFrames {
 
     /// Decodes a binary frame body (one that does not start with `{`), naming what was wrong.
     static func decode(_ body: UnsafeRawBufferPointer) throws(LoadgenError) -> WireMessage {
-        let frame: Loadgen_Wire_V5_BinaryFrame
+        let frame: Loadgen_Wire_V6_BinaryFrame
         do {
-            frame = try Loadgen_Wire_V5_BinaryFrame(serializedBytes: body.bytes, options: Self.decodingOptions)
+            frame = try Loadgen_Wire_V6_BinaryFrame(serializedBytes: body.bytes, options: Self.decodingOptions)
         } catch let error as BinaryDecodingError {
             throw .protocolViolation("A binary frame could not be decoded: \(Self.describe(error)).")
         } catch {
@@ -61,7 +61,7 @@ enum BinaryFrames {
     }
 }
 
-extension Loadgen_Wire_V5_Interval {
+extension Loadgen_Wire_V6_Interval {
     init(_ interval: WireMessage.Interval) {
         self.init()
         self.runID = interval.runID
@@ -96,13 +96,22 @@ extension Loadgen_Wire_V5_Interval {
                 $0.statusClasses = target.statusClasses
             }
         }
+        self.cpuUserNanos = interval.cpu?.userNanos ?? 0
+        self.cpuSystemNanos = interval.cpu?.systemNanos ?? 0
+        if let lag = interval.scheduleLag {
+            self.scheduleLag = .with {
+                $0.buckets = lag.packedBuckets
+                $0.min = lag.min
+                $0.max = lag.max
+            }
+        }
     }
 }
 
 extension WireMessage.Interval {
     /// The interval a binary frame carried. The histogram's bytes are kept as they came (one copy, no work per
     /// bucket) and checked where they are read.
-    init(_ binary: Loadgen_Wire_V5_Interval) throws(LoadgenError) {
+    init(_ binary: Loadgen_Wire_V6_Interval) throws(LoadgenError) {
         let phase: Phase
         switch binary.phase {
         case .main: phase = .main
@@ -140,16 +149,20 @@ extension WireMessage.Interval {
                   latency: SparseHistogram(packed: binary.latency.buckets, min: binary.latency.min, max: binary.latency.max),
                   latencySumNanos: binary.latencySumNanos,
                   statusClasses: binary.statusClasses.isEmpty ? nil : binary.statusClasses,
-                  redirects: binary.redirects == 0 ? nil : binary.redirects, targets: targets.isEmpty ? nil : targets)
+                  redirects: binary.redirects == 0 ? nil : binary.redirects, targets: targets.isEmpty ? nil : targets,
+                  cpu: binary.cpuUserNanos == 0 && binary.cpuSystemNanos == 0
+                      ? nil : CPUTime(userNanos: binary.cpuUserNanos, systemNanos: binary.cpuSystemNanos),
+                  scheduleLag: binary.hasScheduleLag
+                      ? SparseHistogram(packed: binary.scheduleLag.buckets, min: binary.scheduleLag.min, max: binary.scheduleLag.max) : nil)
     }
 }
 
 extension WireMessage.Interval {
-    /// The interval as protocol 5 carries it (as 4 did) (the `Interval` message of frames.proto, without the frame around it):
+    /// The interval as protocol 6 carries it (the `Interval` message of frames.proto, without the frame around it):
     /// the run store keeps each interval in this form, exactly as it was received.
     public func binaryBody() throws(LoadgenError) -> [UInt8] {
         do {
-            return try Loadgen_Wire_V5_Interval(self).serializedBytes()
+            return try Loadgen_Wire_V6_Interval(self).serializedBytes()
         } catch {
             throw .protocolViolation("An interval could not be encoded: \(error).")
         }
@@ -157,9 +170,9 @@ extension WireMessage.Interval {
 
     /// An interval kept by ``binaryBody()``.
     public init(binaryBody bytes: [UInt8]) throws(LoadgenError) {
-        let message: Loadgen_Wire_V5_Interval
+        let message: Loadgen_Wire_V6_Interval
         do {
-            message = try Loadgen_Wire_V5_Interval(serializedBytes: bytes, options: BinaryFrames.decodingOptions)
+            message = try Loadgen_Wire_V6_Interval(serializedBytes: bytes, options: BinaryFrames.decodingOptions)
         } catch {
             throw .protocolViolation("A stored interval could not be decoded: \(error).")
         }

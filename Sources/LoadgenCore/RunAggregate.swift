@@ -6,6 +6,8 @@ public struct RunAggregate: Sendable {
         var totals = Tally()
         /// The merged latency counters (merging into these is a plain add per bucket).
         public var latency = LatencyCounts()
+        /// The open model's schedule lags, merged the same way.
+        public var lag = LatencyCounts()
         public var intervals = 0
         public var lastElapsedNanos: UInt64 = 0
         /// The latest interval's operations and length on the agent's own clock, for the live rate.
@@ -33,6 +35,7 @@ public struct RunAggregate: Sendable {
             let counters = try interval.counters()
             // Every successful operation records one latency, so the interval's ops is its histogram's total.
             let read = try self.latency.add(interval.latency, percentiles: [50, 99, 100], expectedTotal: interval.ops)
+            if let lag = interval.scheduleLag { try self.lag.add(lag) }
             self.totals.merge(counters)
             self.intervals += 1
             if interval.elapsedNanos > self.lastElapsedNanos {
@@ -50,6 +53,8 @@ public struct RunAggregate: Sendable {
         public var address: String
         public var rttNanos: UInt64
         public var clockOffsetNanos: Int64
+        /// The cores the agent may use (0: unknown), against which its CPU time is judged.
+        public var cores: Int = 0
         public var status: RunStatus = .running
         public var message: String?
         public var runDirectory: String?
@@ -57,7 +62,8 @@ public struct RunAggregate: Sendable {
         public var finishedMessage: String?
         public var phases: [Phase: PhaseState] = [:]
 
-        public init(agentID: String, host: String, address: String, rttNanos: UInt64, clockOffsetNanos: Int64) {
+        public init(agentID: String, host: String, address: String, rttNanos: UInt64, clockOffsetNanos: Int64, cores: Int = 0) {
+            self.cores = cores
             self.agentID = agentID
             self.host = host
             self.address = address

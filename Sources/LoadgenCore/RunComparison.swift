@@ -19,6 +19,8 @@ public struct RunComparison: Codable, Sendable, Hashable {
     public var verdict: String
     /// How the runs differ in what they asked for (workload, mode, workers, agents, size of the work).
     public var differences: [String]
+    /// Either run's validity when it is not `valid`: such a comparison cannot be judged (`--fail-if-slower` exits 2).
+    public var notValid: [String]
 
     public init(a: RunReport, b: RunReport) {
         self.runA = a.runID
@@ -77,6 +79,10 @@ public struct RunComparison: Codable, Sendable, Hashable {
             differences.append("status \(a.status.rawValue) vs \(b.status.rawValue)")
         }
         self.differences = differences
+        self.notValid = [("A", a), ("B", b)].compactMap { side, r in
+            guard let v = r.validity, v.verdict != .valid else { return nil }
+            return "\(side) (\(r.runID)) is \(v.verdict.rawValue): \(v.reasons.first?.message ?? "")"
+        }
         let change = self.throughputChangePct
         let speed = abs(change) < 0.05 ? "as fast as A" : "\(abs(change).formatted(decimals: 1))% \(change < 0 ? "slower" : "faster")"
         var verdict = "B is \(speed) in \(unit)"
@@ -86,7 +92,8 @@ public struct RunComparison: Codable, Sendable, Hashable {
         }
         if b.errors != a.errors { verdict += "; errors \(a.errors) -> \(b.errors)" }
         if !differences.isEmpty { verdict += " (the runs differ: \(differences.joined(separator: ", ")))" }
-        self.verdict = verdict + "."
+        if !self.notValid.isEmpty { verdict += ". Not judged: " + self.notValid.joined(separator: "; ") }
+        self.verdict = verdict + (verdict.hasSuffix(".") ? "" : ".")
     }
 
     /// The figures as an aligned table.

@@ -41,6 +41,10 @@ public struct RunReport: Codable, Sendable, Hashable {
     /// also compares TLS libraries.
     public var tlsLibrary: String?
     public var perAgent: [AgentReport]
+    /// Whether the run measured what it claims, and why not (absent in runs stored before validity was judged).
+    public var validity: RunValidity?
+    /// The set the run belongs to (`--runs`, a capacity search), if any.
+    public var setID: String?
 
     public struct PhaseReport: Codable, Sendable, Hashable {
         /// In `phases`: create, stat, read or remove.
@@ -156,6 +160,8 @@ public struct RunReport: Codable, Sendable, Hashable {
         if let fetch = request.fetch, fetch.urls.contains(where: { $0.lowercased().hasPrefix("https:") }) {
             self.tlsLibrary = request.mode.tlsLibrary
         }
+        self.validity = RunValidity.judge(aggregate)
+        self.setID = request.setID
         self.perAgent = aggregate.agents.indices.map { i in
             let agent = aggregate.agents[i]
             let phase = agent.phase(.main)

@@ -100,6 +100,9 @@ public struct WriteSpec: Hashable, Sendable, Codable {
     public var agentIndex: Int?
     public var neighbourIndex: Int?
     public var neighbourAgentID: String?
+    /// `--rate`: files per second each agent creates, an open model (fio's rate_iops): file `k` of a worker's share
+    /// falls due at `k / (rate / workers)` after the start, and its latency counts from then.
+    public var rate: Double?
 
     public init(target: String, files: Int = 10_000, size: SizeRange = SizeRange(exactly: 2), dirs: Int = 1,
                 fsync: FsyncPolicy = .none, keep: Bool = false, stat: Bool = false, read: Bool = false, verify: Bool = false,
@@ -156,7 +159,7 @@ public struct WriteSpec: Hashable, Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case target, files, size, dirs, fsync, keep, stat, read, verify, stonewallNanos, dirPerWorker, preset, tree
-        case sharedToken, shift, agentIndex, neighbourIndex, neighbourAgentID
+        case sharedToken, shift, agentIndex, neighbourIndex, neighbourAgentID, rate
     }
 
     /// Runs stored before the stat and read phases existed decode with neither.
@@ -180,6 +183,7 @@ public struct WriteSpec: Hashable, Sendable, Codable {
         self.agentIndex = try c.decodeIfPresent(Int.self, forKey: .agentIndex)
         self.neighbourIndex = try c.decodeIfPresent(Int.self, forKey: .neighbourIndex)
         self.neighbourAgentID = try c.decodeIfPresent(String.self, forKey: .neighbourAgentID)
+        self.rate = try c.decodeIfPresent(Double.self, forKey: .rate)
     }
 
     /// The phases the run has, in order: mkdir with `--tree`, create (`main`), then stat and read when asked, then
@@ -376,6 +380,8 @@ public struct RunRequest: Hashable, Sendable, Codable {
     public var seed: UInt64
     /// How often workers hand over their tallies and agents report.
     public var intervalNanos: UInt64
+    /// The set the run belongs to (`--runs N`, a capacity search's steps), for the store: agents ignore it.
+    public var setID: String?
 
     public init(runID: String, label: String? = nil, write: WriteSpec, mode: ExecutionMode, workers: Int,
                 seed: UInt64, intervalNanos: UInt64 = 1_000_000_000) {
@@ -401,6 +407,31 @@ public struct RunRequest: Hashable, Sendable, Codable {
         self.workers = mode == .sequential ? 1 : workers
         self.seed = seed
         self.intervalNanos = intervalNanos
+    }
+
+    /// The operations each agent is due to start under an open model (`--rate` with `--duration` for fetches,
+    /// `--rate` for writes, bounded by `--stonewall`), counted as its schedule counts them; nil in a closed loop.
+    public var plannedOpsPerAgent: UInt64? {
+        switch self.workload {
+        case .fetch:
+            guard let fetch = self.fetch, let rate = fetch.rate, let duration = fetch.durationNanos else { return nil }
+            // Request i is due at the time the requests due so far reach i; those due before the deadline: the
+            // integers below (rate + rampTo) / 2 * D.
+            let due = (rate + (fetch.rampTo ?? rate)) / 2 * Double(duration) / 1e9
+            var planned = UInt64(due.rounded(.up))
+            if let total = fetch.totalRequests { planned = min(planned, UInt64(total)) }
+            return planned
+        case .write:
+            guard let write = self.write, let rate = write.rate else { return nil }
+            var planned: UInt64 = 0
+            for worker in 0..<self.workers {
+                let share = FileNamer.share(of: UInt64(write.files), workers: self.workers, worker: worker).count
+                guard let stonewall = write.stonewallNanos else { planned += share; continue }
+                let due = rate / Double(self.workers) * Double(stonewall) / 1e9
+                planned += min(share, UInt64(due.rounded(.up)))
+            }
+            return planned
+        }
     }
 
     /// The request as reports and the store keep it: secret header values hidden, bodies by file and size only.
@@ -447,6 +478,9 @@ public struct RunRequest: Hashable, Sendable, Codable {
             if let first = write.firstSubdirectory(workers: self.workers), first + self.workers > Limits.maxDirs {
                 throw .usage("--dir-per-worker in a shared target numbers every agent's workers' directories apart: agent \(write.agentIndex ?? 0) with \(self.workers) workers goes past loadgen's limit of \(Limits.maxDirs) directories.")
             }
+            if self.mode == .async, write.rate != nil {
+                throw .unsupported("--rate paces each worker's creates, which the async mode submits to io_uring in batches without pacing: give --mode sequential, threads or processes with --rate.")
+            }
             if self.mode == .async, write.verify, write.size.upperBytes > 1 << 20 {
                 throw .unsupported("The async mode verifies files of up to 1 MiB (it reads each whole into memory); these go up to \(write.size): give --mode sequential, threads or processes with --verify.")
             }
@@ -484,6 +518,9 @@ extension WriteSpec {
         }
         if let stonewall = self.stonewallNanos, stonewall == 0 {
             throw .usage("--stonewall must be longer than zero.")
+        }
+        if let rate = self.rate, !(rate > 0 && rate.isFinite && rate <= 10_000_000) {
+            throw .usage("--rate must be a number of files per second above 0 and at most 10000000; got \(rate).")
         }
         if self.dirPerWorker, self.dirs > 1 {
             throw .usage("--dirs \(self.dirs) and --dir-per-worker both say where files go: give one.")

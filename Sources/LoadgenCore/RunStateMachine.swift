@@ -131,7 +131,7 @@ public struct RunStateMachine: Sendable {
         for index in participants { self.agentStages[index] = .preparing }
         self.aggregate = RunAggregate(request: request, agents: agents.map {
             RunAggregate.AgentState(agentID: $0.agentID, host: $0.host, address: $0.address, rttNanos: $0.rttNanos,
-                                    clockOffsetNanos: $0.clockOffsetNanos)
+                                    clockOffsetNanos: $0.clockOffsetNanos, cores: $0.cores)
         })
         self.phases = request.write?.phases ?? [.main]
     }

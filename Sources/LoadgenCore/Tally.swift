@@ -19,6 +19,12 @@ public struct Tally: Sendable {
     public var redirects: UInt64 = 0
     /// Per-target figures (fetch runs only), by index into the run's target list.
     public var targets: [TargetTally] = []
+    /// CPU time the reporting process spent: set once per interval by whoever reports (the agent for its own
+    /// process; a worker process for itself), summed when tallies merge.
+    public var cpu = CPUTime()
+    /// The open model (`--rate`): how late each operation started against its due time (nil outside it, and until
+    /// a worker records one: a histogram is 270 KB).
+    public var scheduleLag: LatencyHistogram?
 
     public init(targetCount: Int = 0) {
         if targetCount > 0 {
@@ -65,6 +71,19 @@ public struct Tally: Sendable {
             self.targets.append(contentsOf: Array(repeating: TargetTally(), count: other.targets.count - self.targets.count))
         }
         for i in other.targets.indices { self.targets[i].merge(other.targets[i]) }
+        self.cpu.add(other.cpu)
+        if let lag = other.scheduleLag, lag.totalCount > 0 { self.recordLags(lag) }
+    }
+
+    /// Adds a schedule-lag histogram to this tally's.
+    public mutating func recordLags(_ lags: LatencyHistogram) {
+        if self.scheduleLag == nil { self.scheduleLag = lags } else { self.scheduleLag!.add(lags) }
+    }
+
+    /// Records one operation's schedule lag.
+    public mutating func recordLag(_ nanos: UInt64) {
+        if self.scheduleLag == nil { self.scheduleLag = LatencyHistogram.latency() }
+        self.scheduleLag!.recordLatency(nanos)
     }
 }
 
@@ -89,4 +108,30 @@ public struct TargetTally: Hashable, Sendable, Codable {
     }
 
     public var isEmpty: Bool { self.ops == 0 && self.errors == 0 }
+}
+
+/// CPU time spent, user and system apart: in a write run the system time of the agent's workers is the file
+/// system's work, the load itself, while the user time is the generator's own.
+public struct CPUTime: Hashable, Sendable, Codable {
+    public var userNanos: UInt64 = 0
+    public var systemNanos: UInt64 = 0
+
+    public init(userNanos: UInt64 = 0, systemNanos: UInt64 = 0) {
+        self.userNanos = userNanos
+        self.systemNanos = systemNanos
+    }
+
+    public var totalNanos: UInt64 { self.userNanos &+ self.systemNanos }
+    public var isZero: Bool { self.userNanos == 0 && self.systemNanos == 0 }
+
+    public mutating func add(_ other: CPUTime) {
+        self.userNanos &+= other.userNanos
+        self.systemNanos &+= other.systemNanos
+    }
+
+    /// The time spent since `earlier` (a reading of the same clock).
+    public func since(_ earlier: CPUTime) -> CPUTime {
+        CPUTime(userNanos: self.userNanos &- min(self.userNanos, earlier.userNanos),
+                systemNanos: self.systemNanos &- min(self.systemNanos, earlier.systemNanos))
+    }
 }

@@ -45,7 +45,7 @@ public enum WireMessage: Sendable, Hashable {
     case failure(Failure)
 
     /// The version of this protocol; a peer speaking another is refused at the handshake.
-    public static let protocolVersion = 5
+    public static let protocolVersion = 6
 
     /// The `type` field of each case.
     public enum Kind: String, CaseIterable, Sendable, Codable {
@@ -282,6 +282,10 @@ extension WireMessage {
         public var statusClasses: [UInt64]?
         public var redirects: UInt64?
         public var targets: [TargetTally]?
+        /// CPU time the agent's process and its worker processes spent in this interval.
+        public var cpu: CPUTime?
+        /// The open model (`--rate`): how late each operation started against its due time.
+        public var scheduleLag: SparseHistogram?
 
         public init(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64, tally: Tally) {
             self.runID = runID
@@ -297,11 +301,16 @@ extension WireMessage {
             self.statusClasses = tally.statusClasses.allSatisfy { $0 == 0 } ? nil : tally.statusClasses
             self.redirects = tally.redirects == 0 ? nil : tally.redirects
             self.targets = tally.targets.isEmpty ? nil : tally.targets
+            self.cpu = tally.cpu.isZero ? nil : tally.cpu
+            self.scheduleLag = tally.scheduleLag.flatMap { $0.totalCount == 0 ? nil : SparseHistogram($0) }
         }
 
         public init(runID: String, phase: Phase, seq: Int, elapsedNanos: UInt64, ops: UInt64, bytes: UInt64,
                     errors: ErrorCounts, errorSamples: [String: String], latency: SparseHistogram, latencySumNanos: UInt64,
-                    statusClasses: [UInt64]?, redirects: UInt64?, targets: [TargetTally]?) {
+                    statusClasses: [UInt64]?, redirects: UInt64?, targets: [TargetTally]?, cpu: CPUTime? = nil,
+                    scheduleLag: SparseHistogram? = nil) {
+            self.cpu = cpu
+            self.scheduleLag = scheduleLag
             self.runID = runID
             self.phase = phase
             self.seq = seq
@@ -321,6 +330,7 @@ extension WireMessage {
         public func tally() throws(LoadgenError) -> Tally {
             var t = try self.counters()
             t.latency = try self.latency.histogram()
+            if let lag = self.scheduleLag { t.scheduleLag = try lag.histogram() }
             return t
         }
 
@@ -343,6 +353,7 @@ extension WireMessage {
             }
             t.redirects = self.redirects ?? 0
             t.targets = self.targets ?? []
+            t.cpu = self.cpu ?? CPUTime()
             return t
         }
     }

@@ -22,6 +22,10 @@ public struct RunListing: Sendable, Hashable, Codable {
     public var p50Us: Double?
     public var p99Us: Double?
     public var message: String?
+    /// valid, suspect or invalid (nil: stored before validity was judged, or still running).
+    public var validity: String?
+    /// The set the run belongs to, if any.
+    public var setID: String?
 }
 
 /// What `history` may filter on.
@@ -32,10 +36,13 @@ public struct RunFilter: Sendable {
     public var status: String?
     /// Runs started at or after this wall-clock instant (ns since the epoch).
     public var sinceWallNanos: UInt64?
+    /// Only the runs of this set.
+    public var setID: String?
     public var limit: Int
 
     public init(label: String? = nil, workload: String? = nil, mode: String? = nil, status: String? = nil,
-                sinceWallNanos: UInt64? = nil, limit: Int = 20) {
+                sinceWallNanos: UInt64? = nil, setID: String? = nil, limit: Int = 20) {
+        self.setID = setID
         self.label = label
         self.workload = workload
         self.mode = mode
@@ -73,6 +80,7 @@ extension RunStore {
             if let mode = filter.mode { query = query.filter(RunRow.Columns.mode == mode) }
             if let status = filter.status { query = query.filter(RunRow.Columns.status == status) }
             if let since = filter.sinceWallNanos { query = query.filter(RunRow.Columns.startedAtNanos >= Int64(since)) }
+            if let set = filter.setID { query = query.filter(RunRow.Columns.setID == set) }
             return try query.order(RunRow.Columns.startedAtNanos.desc, RunRow.Columns.id.desc).limit(filter.limit)
                 .fetchAll(db).map(\.listing)
         }
@@ -160,7 +168,8 @@ extension RunStore {
         else { return nil }
         var aggregate = RunAggregate(request: request, agents: agentRows.map { row in
             RunAggregate.AgentState(agentID: row.agentID, host: row.host, address: row.address,
-                                    rttNanos: UInt64(bitPattern: row.rttNanos), clockOffsetNanos: row.clockOffsetNanos)
+                                    rttNanos: UInt64(bitPattern: row.rttNanos), clockOffsetNanos: row.clockOffsetNanos,
+                                    cores: row.cores)
         })
         let count = aggregate.agents.count
         for row in intervals where row.agentIndex < count {
@@ -240,5 +249,41 @@ extension RunStore {
         for agent in aggregate.agents { if let state = agent.phases[phase] { merged.add(state.latency) } }
         let sparse = merged.sparse
         return zip(sparse.values, sparse.counts).map { ($0, $1) }
+    }
+}
+
+extension RunStore {
+    /// Sets newest first.
+    public func listSets(limit: Int) throws(LoadgenError) -> [RunSetRecord] {
+        try self.read { db in
+            try RunSetRecord.order(RunSetRecord.Columns.startedAtNanos.desc).limit(limit).fetchAll(db)
+        }
+    }
+
+    public func set(id: String) throws(LoadgenError) -> RunSetRecord? {
+        try self.read { db in try RunSetRecord.fetchOne(db, key: id) }
+    }
+
+    /// The ids of a set's runs, in the order they ran.
+    public func runIDs(inSet id: String) throws(LoadgenError) -> [String] {
+        try self.read { db in
+            try String.fetchAll(db, sql: "SELECT id FROM run WHERE setID = ? ORDER BY startedAtNanos, id", arguments: [id])
+        }
+    }
+
+    /// The set a person typed: an exact id or a unique prefix of one (nil when it names no set).
+    public func resolveSetID(_ text: String) throws(LoadgenError) -> String? {
+        guard text.hasPrefix("set-") || text.hasPrefix("search-") else { return nil }
+        let matches: [String] = try self.read { db in
+            if try String.fetchOne(db, sql: "SELECT id FROM runSet WHERE id = ?", arguments: [text]) != nil { return [text] }
+            let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                .replacingOccurrences(of: "_", with: "\\_")
+            return try String.fetchAll(db, sql: "SELECT id FROM runSet WHERE id LIKE ? ESCAPE '\\' LIMIT 3", arguments: [escaped + "%"])
+        }
+        switch matches.count {
+        case 0: throw .usage("There is no set '\(text)' in the store.")
+        case 1: return matches[0]
+        default: throw .usage("'\(text)' matches several sets (\(matches.joined(separator: ", ")), ...): give more of the id.")
+        }
     }
 }

@@ -34,8 +34,12 @@ struct RunRow: Codable, FetchableRecord, TableRecord {
     var p99Micros: Double?
     /// The report as an older loadgen stored it (runs stored before migration 0002 only).
     var report: String?
+    /// Migration 0003: the set the run belongs to, and its validity verdict.
+    var setID: String?
+    var validity: String?
 
     enum Columns {
+        static let setID = Column(CodingKeys.setID)
         static let id = Column(CodingKeys.id)
         static let label = Column(CodingKeys.label)
         static let workload = Column(CodingKeys.workload)
@@ -49,7 +53,7 @@ struct RunRow: Codable, FetchableRecord, TableRecord {
                    agents: self.agentCount, status: self.status, target: self.target, startedAt: self.startedAt,
                    endedAt: self.endedAt, durationS: self.durationNanos.map { Double($0) / 1e9 }, ops: self.ops,
                    errors: self.errors, opsPerS: self.opsPerSecond, mibPerS: self.mibPerSecond, p50Us: self.p50Micros,
-                   p99Us: self.p99Micros, message: self.message)
+                   p99Us: self.p99Micros, message: self.message, validity: self.validity, setID: self.setID)
     }
 }
 
@@ -62,6 +66,7 @@ struct AgentRow: Codable, FetchableRecord, TableRecord {
     var agentID: String
     var host: String
     var address: String
+    var cores: Int
     var rttNanos: Int64
     var clockOffsetNanos: Int64
     var status: String
@@ -158,5 +163,42 @@ struct PhaseDoneRecord: Codable, FetchableRecord, PersistableRecord {
                                      durationNanos: UInt64(bitPattern: self.durationNanos),
                                      firstDoneNanos: UInt64(bitPattern: self.firstDoneNanos),
                                      lastDoneNanos: UInt64(bitPattern: self.lastDoneNanos))
+    }
+}
+
+/// A row of `runSet`: runs made to be judged together, `--runs N` repeats (kind `repeat`) or a capacity search's
+/// steps (kind `search`), with what was asked (`request`, JSON) and the outcome (`result`, JSON).
+public struct RunSetRecord: Codable, Sendable, Hashable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "runSet"
+
+    public var id: String
+    public var kind: String
+    public var label: String?
+    public var workload: String
+    /// The modes, comma-separated.
+    public var modes: String
+    public var startedAt: String
+    public var startedAtNanos: Int64
+    public var endedAtNanos: Int64?
+    public var request: String
+    public var result: String?
+
+    public init(id: String, kind: String, label: String?, workload: String, modes: String, startedAtWallNanos: UInt64,
+                request: String) {
+        self.id = id
+        self.kind = kind
+        self.label = label
+        self.workload = workload
+        self.modes = modes
+        self.startedAt = RunReport.iso8601(wallNanos: startedAtWallNanos)
+        self.startedAtNanos = Int64(startedAtWallNanos)
+        self.endedAtNanos = nil
+        self.request = request
+        self.result = nil
+    }
+
+    public enum Columns {
+        public static let id = Column(CodingKeys.id)
+        public static let startedAtNanos = Column(CodingKeys.startedAtNanos)
     }
 }

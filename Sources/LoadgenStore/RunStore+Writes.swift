@@ -80,12 +80,12 @@ extension RunStore {
             try db.execute(sql: """
                 INSERT INTO run (id, label, workload, mode, workers, status, target, request, agentCount, loadgenVersion,
                                  coordinatorHost, coordinatorPid, coordinatorStartTicks, bootID, startedAt,
-                                 startedAtNanos, lastSeenAtNanos)
-                VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                 startedAtNanos, lastSeenAtNanos, setID)
+                VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [request.runID, request.label, request.workload.rawValue, request.mode.rawValue,
                                  request.workers, target, requestJSON, agents.count, loadgenVersion, coordinator.host,
                                  Int64(coordinator.pid), coordinator.startTicks, coordinator.bootID, startedAt,
-                                 Int64(startedAtWallNanos), Int64(startedAtWallNanos)])
+                                 Int64(startedAtWallNanos), Int64(startedAtWallNanos), request.setID])
             for agent in agents {
                 try db.execute(sql: """
                     INSERT INTO runAgent (runID, agentIndex, agentID, host, address, cores, loadgenVersion, rttNanos,
@@ -148,14 +148,14 @@ extension RunStore {
                 UPDATE run SET status = ?, message = ?, endedAt = ?, endedAtNanos = ?, durationNanos = ?, ops = ?,
                     bytes = ?, errors = ?, opsPerSecond = ?, mibPerSecond = ?, p50Micros = ?, p90Micros = ?,
                     p99Micros = ?, p999Micros = ?, maxMicros = ?, meanMicros = ?, firstDoneNanos = ?, lastDoneNanos = ?,
-                    cleanupOps = ?, cleanupDurationNanos = ?, cleanupOpsPerSecond = ?
+                    cleanupOps = ?, cleanupDurationNanos = ?, cleanupOpsPerSecond = ?, validity = ?
                 WHERE id = ?
                 """, arguments: [
                     report.status.rawValue, report.message, report.endedAt, endedAtNanos, Int64(durationNanos),
                     Int64(report.ops), Int64(report.bytes), Int64(report.errors), report.opsPerS, report.mibPerS, l.p50,
                     l.p90, l.p99, l.p999, l.max, l.mean, Int64(report.firstDoneS * 1e9), Int64(report.lastDoneS * 1e9),
                     report.cleanup.map { Int64($0.ops) }, cleanupDuration.map { Int64($0) }, report.cleanup?.opsPerS,
-                    report.runID])
+                    report.validity?.verdict.rawValue, report.runID])
             for (index, agent, done) in agentRows {
                 try db.execute(sql: """
                     UPDATE runAgent SET status = ?, message = ?, runDirectory = ?, ops = ?, bytes = ?, errors = ?,
@@ -171,6 +171,19 @@ extension RunStore {
             for (index, done) in dones {
                 try PhaseDoneRecord(runID: report.runID, agentIndex: index, done: done).insert(db, onConflict: .replace)
             }
+        }
+    }
+
+    /// Records a set that is starting (`--runs`, a `--find-max` search): its kind and what it asks for.
+    public func insertSet(_ set: RunSetRecord) async throws(LoadgenError) {
+        try await self.asyncWrite { db in try set.insert(db) }
+    }
+
+    /// Records a set's result (the search's capacity, the set's medians) as JSON, when it ends.
+    public func finishSet(id: String, result: String, endedAtWallNanos: UInt64) async throws(LoadgenError) {
+        try await self.asyncWrite { db in
+            try db.execute(sql: "UPDATE runSet SET result = ?, endedAtNanos = ? WHERE id = ?",
+                           arguments: [result, Int64(endedAtWallNanos), id])
         }
     }
 

@@ -187,6 +187,11 @@ final class LoopShared: @unchecked Sendable {
         self.counts.tick(end, to: self.sink)
     }
 
+    /// How late a request of the open model started.
+    func recordLag(_ lag: ScheduleLag) {
+        self.counts.recordLag(lag)
+    }
+
     /// One of the loop's slots is done; the last one hands over what is left.
     func slotFinished() {
         self.active -= 1
@@ -288,7 +293,8 @@ final class FetchSlot: @unchecked Sendable {
             self.finish()
         case .wait(let due):
             self.loop.scheduleTask(in: .nanoseconds(Int64(due - now))) { self.next() }
-        case .send(let urlIndex, let start):
+        case .send(let urlIndex, let start, let lag):
+            if let lag { self.shared.recordLag(lag) }
             let timeoutAt = start &+ self.engine.spec.timeoutNanos
             self.generation &+= 1
             self.current = InFlight(

@@ -567,7 +567,8 @@ final class H2Slot: @unchecked Sendable {
             self.finish()
         case .wait(let due):
             self.worker.loop.scheduleTask(in: .nanoseconds(Int64(due - now))) { self.next() }
-        case .send(let urlIndex, let start):
+        case .send(let urlIndex, let start, let lag):
+            if let lag { self.worker.shared.recordLag(lag) }
             let timeoutAt = start &+ self.engine.spec.timeoutNanos
             self.current = InFlight(urlIndex: urlIndex, start: start, target: self.engine.targets[urlIndex], hop: nil,
                                     isHead: self.worker.isHead[urlIndex], redirects: 0, retried: false, timeoutAt: timeoutAt)

@@ -73,7 +73,8 @@ public final class FetchEngine: WorkloadEngine {
             case .wait(let due):
                 // Sleep towards the due time in slices, so a stop is still seen within 100 ms.
                 MonotonicClock.sleep(untilNanos: min(due, MonotonicClock.nowNanos() &+ 100_000_000))
-            case .send(let urlIndex, let start):
+            case .send(let urlIndex, let start, let lag):
+                if let lag { counts.recordLag(lag) }
                 let result = client.fetch(self.targets[urlIndex], blueprint: self.blueprints[urlIndex],
                                           request: self.requests[urlIndex], startNanos: start)
                 let end = MonotonicClock.nowNanos()
@@ -136,8 +137,9 @@ struct RequestSchedule {
         case done
         /// The next request falls due at this instant.
         case wait(untilNanos: UInt64)
-        /// Send a request to this URL now; its latency runs from `startNanos` (its due time under `--rate`).
-        case send(urlIndex: Int, startNanos: UInt64)
+        /// Send a request to this URL now; its latency runs from `startNanos` (its due time under `--rate`), and
+        /// under `--rate` it started `lag` after that.
+        case send(urlIndex: Int, startNanos: UInt64, lag: ScheduleLag?)
     }
 
     /// What to do at `now`; a `send` moves the plan on by one request.
@@ -145,17 +147,19 @@ struct RequestSchedule {
         if let count = self.share.count, self.sent >= count { return .done }
         let index = self.share.first &+ self.sent &* self.share.stride
         var start = now
+        var lag: ScheduleLag?
         if let pace = self.pace {
             guard let offset = pace.dueNanos(index) else { return .done }
             let due = self.startAtNanos &+ offset
-            if let deadline = self.deadline, due >= deadline { return .done }
+            if let deadline = self.deadline, due >= deadline || now >= deadline { return .done }
             if due > now { return .wait(untilNanos: due) }
             start = due
+            lag = ScheduleLag(nanos: now &- due)
         } else if let deadline = self.deadline, now >= deadline {
             return .done
         }
         self.sent &+= 1
-        return .send(urlIndex: Int(index % self.urlCount), startNanos: start)
+        return .send(urlIndex: Int(index % self.urlCount), startNanos: start, lag: lag)
     }
 }
 

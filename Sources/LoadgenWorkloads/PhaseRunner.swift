@@ -22,6 +22,7 @@ public struct PhaseRunner: Sendable {
         let mailbox = TallyMailbox(targetCount: targetCount)
         let control = WorkerControl(stop: stop, startAtNanos: startAtNanos, tickNanos: self.tickNanos)
         let totals = Totals()
+        let cpu = CPUClock()
         let runID = self.runID
         let tick = self.tickNanos
         let emit = self.emit
@@ -35,7 +36,8 @@ public struct PhaseRunner: Sendable {
                     if due > now {
                         do { try await Task.sleep(for: .nanoseconds(Int64(due - now))) } catch { break }
                     }
-                    let handed = mailbox.take()
+                    var handed = mailbox.take()
+                    handed.tally.cpu.add(cpu.since())
                     totals.add(handed.tally)
                     await emit(.interval(.init(runID: runID, phase: phase, seq: seq,
                                                elapsedNanos: MonotonicClock.nowNanos() &- startAtNanos, handed: handed)))
@@ -57,7 +59,8 @@ public struct PhaseRunner: Sendable {
         // The phase lasts until its slowest worker finished, plus the finishing step (a final sync): the time
         // spent stopping the reporter is bookkeeping, not the workload's.
         let duration = lastDone &+ (end &- finishStart)
-        let last = mailbox.take()
+        var last = mailbox.take()
+        last.tally.cpu.add(cpu.since())
         totals.add(last.tally)
         await emit(.interval(.init(runID: runID, phase: phase, seq: nextSeq, elapsedNanos: duration, handed: last)))
         let sums = totals.value
@@ -81,6 +84,20 @@ public struct PhaseRunner: Sendable {
             errors: sums.errors, durationNanos: duration, firstDoneNanos: firstDone, lastDoneNanos: lastDone)
         await emit(.phaseDone(done))
         return done
+    }
+}
+
+/// This process's CPU time between readings (the reporter's, once per interval).
+private final class CPUClock: Sendable {
+    private let last = Mutex(ProcessCPU.now())
+
+    /// The CPU time used since the last call (or since this clock was made).
+    func since() -> CPUTime {
+        let now = ProcessCPU.now()
+        return self.last.withLock { last in
+            defer { last = now }
+            return now.since(last)
+        }
     }
 }
 

@@ -56,6 +56,8 @@ public struct TickedTally {
     /// Counts, bytes and errors; latencies go through ``recordLatency(_:)``, never straight into its histogram.
     public var tally: Tally
     private var recent: [UInt64] = []
+    /// Schedule lags (the open model), buffered as latencies are; no room is reserved until one is recorded.
+    private var recentLags: [UInt64] = []
     private var nextTick: UInt64
     private let control: WorkerControl
     private let targetCount: Int
@@ -98,6 +100,17 @@ public struct TickedTally {
         self.recent.removeAll(keepingCapacity: true)
     }
 
+    /// Records how late an operation of the open model started.
+    @inline(__always)
+    public mutating func recordLag(_ lag: ScheduleLag) {
+        if self.recentLags.isEmpty { self.recentLags.reserveCapacity(Self.bufferedLatencies) }
+        self.recentLags.append(lag.nanos)
+        if self.recentLags.count == Self.bufferedLatencies {
+            for nanos in self.recentLags { self.tally.recordLag(nanos) }
+            self.recentLags.removeAll(keepingCapacity: true)
+        }
+    }
+
     /// Hands the tally over when `now` (an operation's end) has passed the next tick boundary.
     @inline(__always)
     public mutating func tick(_ now: UInt64, to sink: any TallySink) {
@@ -108,8 +121,11 @@ public struct TickedTally {
 
     /// Hands over what was counted since the last hand-over and starts afresh.
     public mutating func handOver(to sink: any TallySink) {
-        self.recent.withUnsafeBufferPointer { sink.handOver(self.tally, latencies: $0) }
+        self.recent.withUnsafeBufferPointer { latencies in
+            self.recentLags.withUnsafeBufferPointer { lags in sink.handOver(self.tally, latencies: latencies, lags: lags) }
+        }
         self.recent.removeAll(keepingCapacity: true)
+        self.recentLags.removeAll(keepingCapacity: true)
         self.tally = Tally(targetCount: self.targetCount)
     }
 }
@@ -130,23 +146,33 @@ public struct WorkerResult: Sendable, Hashable {
 /// Where workers hand over their tallies at each tick and when they finish.
 public protocol TallySink: Sendable {
     /// Takes `tally` and the latencies recorded since the last hand-over that are not in its histogram yet (their
-    /// sum is already in its `latencySumNanos`).
-    func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>)
+    /// sum is already in its `latencySumNanos`), and likewise the open model's schedule lags.
+    func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>, lags: UnsafeBufferPointer<UInt64>)
 }
 
 extension TallySink {
     /// Takes a tally whose latencies are all in its histogram.
     public func handOver(_ tally: Tally) {
-        self.handOver(tally, latencies: UnsafeBufferPointer(start: nil, count: 0))
+        self.handOver(tally, latencies: UnsafeBufferPointer(start: nil, count: 0), lags: UnsafeBufferPointer(start: nil, count: 0))
+    }
+}
+
+/// How late one operation of the open model started against its due time.
+public struct ScheduleLag: Sendable, Hashable {
+    public var nanos: UInt64
+
+    public init(nanos: UInt64) {
+        self.nanos = nanos
     }
 }
 
 extension Tally {
-    /// This tally with `latencies` recorded into its histogram.
-    func adding(_ latencies: UnsafeBufferPointer<UInt64>) -> Tally {
-        guard !latencies.isEmpty else { return self }
+    /// This tally with `latencies` recorded into its histogram, and `lags` into its schedule-lag histogram.
+    func adding(_ latencies: UnsafeBufferPointer<UInt64>, lags: UnsafeBufferPointer<UInt64> = UnsafeBufferPointer(start: nil, count: 0)) -> Tally {
+        guard !latencies.isEmpty || !lags.isEmpty else { return self }
         var tally = self
         for nanos in latencies { tally.latency.recordLatency(nanos) }
+        for nanos in lags { tally.recordLag(nanos) }
         return tally
     }
 }
@@ -178,11 +204,12 @@ public final class TallyMailbox: TallySink {
         }
     }
 
-    public func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
-        guard !tally.isEmpty || !latencies.isEmpty else { return }
+    public func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>, lags: UnsafeBufferPointer<UInt64>) {
+        guard !tally.isEmpty || !latencies.isEmpty || !lags.isEmpty else { return }
         self.pending.withLock { pending in
             pending.tally.merge(tally)
             for nanos in latencies { pending.tally.latency.recordLatency(nanos) }
+            for nanos in lags { pending.tally.recordLag(nanos) }
         }
     }
 

@@ -128,7 +128,7 @@ final class FrameSink: TallySink {
     private let runID: String
     private let phase: Phase
     private let startAt: UInt64
-    private let state = Mutex<(seq: Int, ops: UInt64)>((1, 0))
+    private let state = Mutex<(seq: Int, ops: UInt64, cpu: CPUTime)>((1, 0, ProcessCPU.now()))
 
     init(writer: FrameWriter, runID: String, phase: Phase, startAt: UInt64) {
         self.writer = writer
@@ -139,10 +139,14 @@ final class FrameSink: TallySink {
 
     var ops: UInt64 { self.state.withLock { $0.ops } }
 
-    func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
-        let tally = tally.adding(latencies)
-        let seq = self.state.withLock { state in
+    func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>, lags: UnsafeBufferPointer<UInt64>) {
+        var tally = tally.adding(latencies, lags: lags)
+        let seq: Int = self.state.withLock { state in
             state.ops &+= tally.ops
+            // This process's CPU since its last hand-over: the agent adds it to its own for the interval.
+            let cpu = ProcessCPU.now()
+            tally.cpu = cpu.since(state.cpu)
+            state.cpu = cpu
             defer { state.seq += 1 }
             return state.seq
         }

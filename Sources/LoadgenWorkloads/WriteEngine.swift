@@ -21,12 +21,15 @@ public final class WriteEngine: WorkloadEngine {
     /// Where each worker's create stopped (keyed by its share's first index; exclusive): under `--stonewall` the
     /// later phases act on exactly the files each worker made, not on its whole share.
     let createdEnd = Locked<[UInt64: UInt64]>([:])
+    /// `--rate`: nanoseconds between one worker's files (each worker paces its own share at rate / workers).
+    let pacingNanos: Double?
 
     /// `seed` is the agent's (``FileNamer/agentSeed(runSeed:agentID:)``); `runSeed`, the run's, lets a shared
     /// target's agents write the same content and find their neighbour's names (`--shift`).
     public init(spec: WriteSpec, directory: RunDirectory, seed: UInt64, workers: Int = 1, runSeed: UInt64? = nil) {
         self.spec = spec
         self.directory = directory
+        self.pacingNanos = spec.rate.map { 1e9 * Double(max(1, workers)) / $0 }
         let shared = spec.sharedToken != nil
         self.namer = FileNamer(seed: seed, size: spec.size, dirs: spec.directoryCount(workers: workers),
                                blockFiles: spec.dirPerWorker ? UInt64(spec.files) : nil, tree: spec.tree,
@@ -188,13 +191,30 @@ public final class WriteEngine: WorkloadEngine {
         let end = share.first + (share.count ?? 0)
         var last = control.startAtNanos
         defer { self.createdEnd.withLock { $0[share.first] = index } }
+        let pacing = self.pacingNanos
         while index < end {
             if stop.isRequested { break }
             // The stonewall, against the clock read at the last file's end: no extra read per file.
             if last >= stonewall { break }
+            // --rate: the file is due at its place in the worker's schedule; wait for it, or start at once when
+            // late, its latency counting from the due time either way (the open model).
+            var due: UInt64?
+            if let pacing {
+                let at = control.startAtNanos &+ UInt64(Double(index &- share.first) * pacing)
+                if at >= stonewall { break }
+                var now = MonotonicClock.nowNanos()
+                while at > now, !stop.isRequested {
+                    MonotonicClock.sleep(untilNanos: min(at, now &+ 100_000_000))
+                    now = MonotonicClock.nowNanos()
+                }
+                if stop.isRequested { break }
+                if now >= stonewall { break }
+                counts.recordLag(ScheduleLag(nanos: now &- at))
+                due = at
+            }
             _ = namer.writePath(of: index, into: pathBuffer, alphabet: alphabet)
             let size = namer.sizeBytes(of: index)
-            let t0 = MonotonicClock.nowNanos()
+            let t0 = due ?? MonotonicClock.nowNanos()
             var errorCode: Int32 = 0
             let fd = lg_create_file(dirFD, path, 1)
             if fd >= 0 {

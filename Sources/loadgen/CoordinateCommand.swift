@@ -31,6 +31,10 @@ struct CoordinateCommand: AsyncParsableCommand {
               loadgen coordinate --target http://10.0.0.5/ --requests 10000 --mode async --workers 64
               loadgen coordinate --target http://10.0.0.5/api --method POST --body-file order.json --expect-status 2xx
               loadgen coordinate --targets-file requests.http --rate 500 --duration 1m --mode async
+              loadgen coordinate --target /data --mode threads,processes --runs 5
+              loadgen coordinate --target http://10.0.0.5/ --mode async --find-max --slo p99=50ms
+
+            Every run's report judges its validity (valid, suspect, invalid) with measured reasons: a generator that fell behind its --rate, a saturated agent, lost agents, errors, clock offsets, too few samples. --runs N makes a set that history compare judges with its noise; --find-max searches for the highest rate within --slo.
 
             Exit status: 0 every run completed; 1 a run failed, was partial or aborted; 2 the request was refused
             before anything started.
@@ -58,6 +62,9 @@ struct CoordinateCommand: AsyncParsableCommand {
     @OptionGroup(title: "Prometheus")
     var metrics: MetricsOptions
 
+    @OptionGroup(title: "Capacity search")
+    var search: SearchOptions
+
     @Flag(help: "Do not store the runs (to measure the store's cost, or on a read-only home).")
     var noStore = false
 
@@ -69,6 +76,7 @@ struct CoordinateCommand: AsyncParsableCommand {
             if self.agents.isRemote { _ = try self.agents.addresses() }
             try self.embeddedDestinations()
             _ = try self.metrics.address()
+            _ = try self.searchPlan(self.plan())
         } catch {
             throw ValidationError(error.message)
         }
@@ -106,10 +114,13 @@ struct CoordinateCommand: AsyncParsableCommand {
         let workers = self.run.workers
         let label = self.run.label
         let seed = self.run.seed ?? UInt64.random(in: 0...UInt64.max)
+        let rounds = self.run.runs ?? 1
+        guard rounds >= 1, rounds <= 1000 else { throw .usage("--runs must be from 1 to 1000; got \(rounds).") }
+        let setID = rounds > 1 ? "set-" + HostEnvironment.makeRunID() : nil
         if !urls.isEmpty {
             try self.write.checkUnused()
             let commandLine = self.run.targets.map { TargetsFile.Entry(url: $0) }
-            let spec = try self.fetch.spec(entries: commandLine + fileEntries)
+            let spec = try self.fetch.spec(entries: commandLine + fileEntries, rate: self.search.findMax ? nil : self.run.rate)
             // HTTP/2 is the async client's: without --mode, --http2 runs that mode alone.
             let modes = try ExecutionMode.parseList(self.run.mode ?? (spec.http2 ? "async" : "all"), workload: .fetch)
             if spec.http2, let other = modes.first(where: { $0 != .async }) {
@@ -120,7 +131,7 @@ struct CoordinateCommand: AsyncParsableCommand {
                                        intervalNanos: interval)
                 try probe.validate()
             }
-            return RunPlan(workload: .fetch, modes: modes) { mode, runID in
+            return RunPlan(workload: .fetch, modes: modes, rounds: rounds, setID: setID) { mode, runID in
                 RunRequest(runID: runID, label: label, fetch: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
             }
         }
@@ -154,25 +165,89 @@ struct CoordinateCommand: AsyncParsableCommand {
         }
         let tree = try self.write.tree.map { text throws(LoadgenError) in try TreeShape.parse(text) }
         let dirPerWorker = self.write.dirPerWorker || (self.write.dirsCount == nil && tree == nil && shape?.dirPerWorker == true)
-        let spec = WriteSpec(target: target, files: self.write.files ?? shape?.files ?? 10_000, size: size, dirs: self.write.dirs,
+        var spec = WriteSpec(target: target, files: self.write.files ?? shape?.files ?? 10_000, size: size, dirs: self.write.dirs,
                              fsync: self.write.fsyncPolicy ?? shape?.fsync ?? .none, keep: keep, stat: phases.stat,
                              read: phases.read, verify: self.write.verify, stonewallNanos: stonewall,
                              dirPerWorker: dirPerWorker, preset: preset?.rawValue, tree: tree,
                              sharedToken: self.write.sharedTarget ? WriteSpec.makeSharedToken() : nil, shift: self.write.shift)
+        spec.rate = self.search.findMax ? nil : self.run.rate
         try spec.validate()
-        let probe = RunRequest(runID: "check", label: label, write: spec, mode: .threads, workers: workers, seed: seed,
-                               intervalNanos: interval)
-        try probe.validate()
         let implied = Set(modes).subtracting(ExecutionMode.named(in: self.run.mode ?? "all"))
-        return RunPlan(workload: .write, modes: modes, impliedModes: implied) { mode, runID in
-            RunRequest(runID: runID, label: label, write: spec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
+        for mode in [.threads] + modes.filter({ !implied.contains($0) }) {
+            let probe = RunRequest(runID: "check", label: label, write: spec, mode: mode, workers: workers, seed: seed,
+                                   intervalNanos: interval)
+            try probe.validate()
         }
+        let finalSpec = spec
+        return RunPlan(workload: .write, modes: modes, impliedModes: implied, rounds: rounds, setID: setID) { mode, runID in
+            RunRequest(runID: runID, label: label, write: finalSpec, mode: mode, workers: workers, seed: seed, intervalNanos: interval)
+        }
+    }
+
+    /// `--find-max`: the search over the plan's one mode, each step the plan's request at a rate, for the step's
+    /// duration; nil without it.
+    func searchPlan(_ plan: RunPlan) throws(LoadgenError) -> SearchPlan? {
+        let given = [self.search.slo != nil ? "--slo" : nil, self.search.stepDuration != nil ? "--step-duration" : nil].compactMap { $0 }
+        guard self.search.findMax else {
+            if let first = given.first { throw .usage("\(first) belongs to a capacity search: give --find-max too.") }
+            return nil
+        }
+        guard let text = self.search.slo else {
+            throw .usage("--find-max searches for the highest rate within a service level: give --slo, such as --slo p99=50ms.")
+        }
+        let slo = try ServiceLevel.parse(text)
+        var step: UInt64 = 10_000_000_000
+        if let text = self.search.stepDuration {
+            guard let nanos = DurationText.parseNanos(text), nanos >= 1_000_000_000 else {
+                throw .usage("--step-duration '\(text)' is not a duration of 1s or more, such as 10s or 1m.")
+            }
+            step = nanos
+        }
+        guard plan.modes.count == 1 else {
+            throw .usage("--find-max searches in one mode; --mode names \(plan.modes.count) (\(plan.modes.map(\.rawValue).joined(separator: ","))): give one.")
+        }
+        if self.run.runs != nil { throw .usage("--find-max and --runs each make a set of runs: give one.") }
+        let startRate = self.run.rate ?? 100
+        guard startRate > 0, startRate.isFinite else { throw .usage("--rate must be above 0; got \(startRate).") }
+        let conflicting = plan.workload == .fetch
+            ? [self.fetch.duration != nil ? "--duration" : nil, self.fetch.requests != nil ? "--requests" : nil,
+               self.fetch.rampTo != nil ? "--ramp-to" : nil, self.fetch.repeat != nil ? "--repeat" : nil]
+            : [self.write.stonewall != nil ? "--stonewall" : nil, self.write.files != nil ? "--files" : nil]
+        if let first = conflicting.compactMap({ $0 }).first {
+            throw .usage("\(first) conflicts with --find-max, which sizes each step itself (--step-duration at the step's rate).")
+        }
+        let mode = plan.modes[0]
+        let workers = self.run.workers
+        let stepNanos = step
+        let make: @Sendable (Double, String) -> RunRequest = { ratePerAgent, runID in
+            var request = plan.makeRequest(mode, runID)
+            if var fetch = request.fetch {
+                fetch.rate = ratePerAgent
+                fetch.durationNanos = stepNanos
+                fetch.requests = nil
+                fetch.rampTo = nil
+                request.fetch = fetch
+            }
+            if var write = request.write {
+                write.rate = ratePerAgent
+                write.stonewallNanos = stepNanos
+                // Enough files for the step at its rate, and one per worker beyond.
+                write.files = max(1, Int((ratePerAgent * Double(stepNanos) / 1e9).rounded(.up)) + workers)
+                request.write = write
+            }
+            return request
+        }
+        let probe = make(startRate, "check")
+        try probe.validate()
+        return SearchPlan(workload: plan.workload, mode: mode, slo: slo, startRate: startRate,
+                          setID: "search-" + HostEnvironment.makeRunID(), label: self.run.label, makeRequest: make)
     }
 
     func run() async throws {
         let plan = try self.plan()
+        let search = try self.searchPlan(plan)
         let store = self.noStore ? nil : try self.store.open()
-        let renderer = Renderer(json: self.run.json)
+        let renderer = Renderer(json: self.run.json, searching: search != nil)
         let secret = try self.agents.secret()
         let remote = self.agents.isRemote ? try self.agents.addresses() : nil
         let tls = try self.agents.tlsSettings()
@@ -188,30 +263,41 @@ struct CoordinateCommand: AsyncParsableCommand {
             startDelayNanos: remote == nil ? 50_000_000 : 250_000_000)
         try await self.metrics.serve { exporter in
             let observer: any RunObserver = exporter.map { RunObservers([renderer, CoordinatorMetrics(exporter: $0)]) } ?? renderer
-            try await self.drive(plan, store: store, renderer: renderer, observer: observer, secret: secret, remote: remote,
-                                 tls: tls, agentConfiguration: agentConfiguration,
+            try await self.drive(plan, search: search, store: store, renderer: renderer, observer: observer, secret: secret,
+                                 remote: remote, tls: tls, agentConfiguration: agentConfiguration,
                                  coordinatorConfiguration: coordinatorConfiguration)
         }
     }
 
     /// Connects (embedded or remote), runs the plan with the store recording, prints the comparison, sets the exit status.
-    private func drive(_ plan: RunPlan, store: RunStore?, renderer: Renderer, observer: any RunObserver,
+    private func drive(_ plan: RunPlan, search: SearchPlan?, store: RunStore?, renderer: Renderer, observer: any RunObserver,
                        secret: SharedSecret?, remote: [AgentAddress]?, tls: ControlTLS?,
                        agentConfiguration: AgentConfiguration, coordinatorConfiguration: CoordinatorConfiguration) async throws {
         let relay = InterruptRelay()
+        let found = Mutex<SearchSummary?>(nil)
         let session: @Sendable (RunPlan, [any AgentLink], (any RunRecorder)?) async throws -> [RunOutcome] = { plan, links, recorder in
             try await CoordinatorSession.with(links: links, configuration: coordinatorConfiguration,
                                               interrupts: relay.stream()) { session throws(LoadgenError) in
-                try await session.run(plan, makeRunID: { HostEnvironment.makeRunID() }, observer: observer, recorder: recorder)
+                if let search {
+                    let (summary, outcomes) = try await session.search(search, makeRunID: { HostEnvironment.makeRunID() },
+                                                                       observer: observer, recorder: recorder)
+                    found.withLock { $0 = summary }
+                    return outcomes
+                }
+                return try await session.run(plan, makeRunID: { HostEnvironment.makeRunID() }, observer: observer, recorder: recorder)
             }
         }
         // With --agents-dns, each run of a comparison resolves the name anew (a DaemonSet's agents come and go),
         // in a session of its own; otherwise one session runs every mode on the same agents.
-        let resolvesEachRun = self.agents.agentsDns != nil && plan.modes.count > 1
+        let resolvesEachRun = self.agents.agentsDns != nil && plan.schedule.count > 1 && search == nil
         let drive: @Sendable ((any RunRecorder)?) async throws -> [RunOutcome] = { recorder in
             if resolvesEachRun {
+                if let setID = plan.setID {
+                    try await recorder?.setStarted(id: setID, kind: "repeat", label: self.run.label, workload: plan.workload,
+                                                   modes: plan.modes, requestJSON: "{\"rounds\":\(plan.rounds)}")
+                }
                 var outcomes: [RunOutcome] = []
-                for (index, mode) in plan.modes.enumerated() where !relay.interrupted {
+                for (index, mode) in plan.schedule.enumerated() where !relay.interrupted {
                     let addresses: [AgentAddress]
                     do throws(LoadgenError) {
                         addresses = index == 0 ? remote! : try self.agents.addresses()
@@ -220,8 +306,13 @@ struct CoordinateCommand: AsyncParsableCommand {
                         throw ExitCode(1)
                     }
                     outcomes += try await RemoteAgentLink.with(addresses: addresses, tls: tls) { links in
-                        try await session(plan.only(mode), links, recorder)
+                        try await session(plan.single(mode), links, recorder)
                     }
+                }
+                if let setID = plan.setID {
+                    let summary = SetSummary(setID: setID, rounds: plan.rounds, reports: outcomes.map(\.report))
+                    observer.setFinished(summary)
+                    try await recorder?.setEnded(id: setID, resultJSON: summary.jsonLine())
                 }
                 return outcomes
             }
@@ -239,6 +330,12 @@ struct CoordinateCommand: AsyncParsableCommand {
                     loadgenVersion: Loadgen.version) { recorder in try await drive(recorder) }
             }
             return try await drive(nil)
+        }
+        if search != nil {
+            // A search ends well when it found a rate within the service level and kept every step.
+            let ok = found.withLock { $0?.maxOpsPerS != nil } && !outcomes.contains { $0.storeFailed }
+            if !ok { throw ExitCode(1) }
+            return
         }
         renderer.compare(outcomes)
         let status = RunPlan.exitStatus(outcomes)
@@ -301,6 +398,24 @@ struct RunOptions: ParsableArguments {
 
     @Flag(help: "Print one JSON object per run on stdout (schemas/run-report.schema.json); everything else goes to stderr.")
     var json = false
+
+    @Option(help: ArgumentHelp("Requests (fetch) or files (write) per second on each agent, an open model: latency counts from each operation's due time. With --find-max, the first step's rate for all agents together.", valueName: "R"))
+    var rate: Double?
+
+    @Option(help: ArgumentHelp("Repeat the run N times as one set (with several modes, interleaved in each round), for a comparison that knows the noise: the last --json line sums the set up.", valueName: "N"))
+    var runs: Int?
+}
+
+/// `--find-max`: search for the highest rate within a service level.
+struct SearchOptions: ParsableArguments {
+    @Flag(help: "Search for the highest rate all agents together sustain within --slo: the rate doubles while steps pass, then bisects to within 5%; each step is a stored run.")
+    var findMax = false
+
+    @Option(help: ArgumentHelp("The service level a step must keep, a latency percentile and optionally an error share: p99=50ms or p99.9=200ms,errors=0.1% (default errors=1%).", valueName: "p99=50ms[,errors=1%]"))
+    var slo: String?
+
+    @Option(help: ArgumentHelp("How long each step of --find-max runs (default 10s): long enough to be steady.", valueName: "DURATION"))
+    var stepDuration: String?
 }
 
 /// Options of the write workload.
@@ -381,9 +496,6 @@ struct FetchOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Run for this long instead (30s, 2m); with --requests, whichever ends first.", valueName: "DURATION"))
     var duration: String?
 
-    @Option(help: ArgumentHelp("Requests per second on each agent, an open model: latency counts from each request's due time.", valueName: "R"))
-    var rate: Double?
-
     @Option(help: ArgumentHelp("Move the rate linearly from --rate at the start to this at the end of --duration (a ramp up or down).", valueName: "R"))
     var rampTo: Double?
 
@@ -425,7 +537,7 @@ struct FetchOptions: ParsableArguments {
     @Flag(help: "Skip TLS certificate verification (explicitly insecure).")
     var insecureTls = false
 
-    func spec(entries: [TargetsFile.Entry]) throws(LoadgenError) -> FetchSpec {
+    func spec(entries: [TargetsFile.Entry], rate: Double?) throws(LoadgenError) -> FetchSpec {
         let urls = entries.map(\.url)
         var durationNanos: UInt64?
         if let duration {
@@ -473,7 +585,7 @@ struct FetchOptions: ParsableArguments {
             throw .usage("The CA file '\(caFile)' cannot be read.")
         }
         let spec = FetchSpec(urls: urls, repeatCount: self.repeat ?? 1, requests: self.requests, durationNanos: durationNanos,
-                             rate: self.rate, rampTo: self.rampTo, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
+                             rate: rate, rampTo: self.rampTo, timeoutNanos: timeoutNanos, method: method, caFile: self.caFile,
                              insecureTLS: self.insecureTls, headers: headers, bodies: bodies, body: runBody,
                              requestTargets: requestTargets, expectStatus: self.expectStatus, expectBody: self.expectBody,
                              keepAlive: !self.noKeepalive, http2: self.http2, streams: self.streams ?? 1)
@@ -487,7 +599,7 @@ struct FetchOptions: ParsableArguments {
     /// Refuses fetch options on a write run.
     func checkUnused() throws(LoadgenError) {
         let given = [self.requests != nil ? "--requests" : nil, self.duration != nil ? "--duration" : nil,
-                     self.rate != nil ? "--rate" : nil, self.rampTo != nil ? "--ramp-to" : nil,
+                     self.rampTo != nil ? "--ramp-to" : nil,
                      self.repeat != nil ? "--repeat" : nil,
                      self.timeout != nil ? "--timeout" : nil, self.method != nil ? "--method" : nil,
                      self.caFile != nil ? "--ca-file" : nil, self.insecureTls ? "--insecure-tls" : nil,

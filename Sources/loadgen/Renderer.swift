@@ -7,6 +7,8 @@ import Synchronization
 /// With `--json`, stdout carries only one JSON object per run and everything else goes to stderr.
 final class Renderer: RunObserver {
     private let json: Bool
+    /// A capacity search: each step is a row of a table (and a JSON line), not a run's summary.
+    private let searching: Bool
     private let interactive: Bool
     private struct State {
         var lastLiveAt: UInt64 = 0
@@ -15,8 +17,9 @@ final class Renderer: RunObserver {
     }
     private let state = Mutex(State())
 
-    init(json: Bool) {
+    init(json: Bool, searching: Bool = false) {
         self.json = json
+        self.searching = searching
         self.interactive = isatty(2) == 1
     }
 
@@ -107,6 +110,10 @@ final class Renderer: RunObserver {
     func runFinished(_ outcome: RunOutcome) {
         self.clearLiveLine()
         let report = outcome.report
+        if self.searching {
+            for warning in outcome.warnings { self.status("loadgen: \(warning)\n") }
+            return
+        }
         if self.json {
             FileHandle.standardOutput.write(Data((report.jsonLine() + "\n").utf8))
         }
@@ -129,6 +136,37 @@ final class Renderer: RunObserver {
                         + (tls ? [r.tlsLibrary ?? "-"] : []))
         }
         self.human("\n" + Format.table(rows, rightAligned: [1, 2, 3, 4, 5, 6]))
+    }
+
+    func setFinished(_ summary: SetSummary) {
+        self.clearLiveLine()
+        if self.json { FileHandle.standardOutput.write(Data((summary.jsonLine() + "\n").utf8)) }
+        var rows = [["mode", "runs", "ops/s median", "min", "max", "p99 median", "min", "max", "not valid"]]
+        for m in summary.modes {
+            rows.append([m.mode.rawValue, String(m.runs.count), m.opsPerS.map { Format.rate($0.median) } ?? "-",
+                         m.opsPerS.map { Format.rate($0.min) } ?? "-", m.opsPerS.map { Format.rate($0.max) } ?? "-",
+                         m.p99Us.map { Format.latency(us: $0.median) } ?? "-", m.p99Us.map { Format.latency(us: $0.min) } ?? "-",
+                         m.p99Us.map { Format.latency(us: $0.max) } ?? "-", String(m.notValid.count)])
+        }
+        self.human("\nset \(summary.setID): \(summary.rounds) rounds\n" + Format.table(rows, rightAligned: [1, 2, 3, 4, 5, 6, 7, 8]))
+    }
+
+    func searchStep(_ step: SearchSummary.Step) {
+        self.clearLiveLine()
+        if self.json { FileHandle.standardOutput.write(Data((step.jsonLine() + "\n").utf8)) }
+        if step.step == 1 {
+            self.status(Format.table([["step", "rate/s", "achieved/s", "latency", "errors", "sent", "outcome", "run"]], rightAligned: []) + "\n")
+        }
+        let row = [String(step.step), Format.rate(step.rate), Format.rate(step.opsPerS), Format.latency(us: step.latencyUs),
+                   "\(step.errorsPct.formatted(decimals: 2))%", step.sentPct.map { "\($0.formatted(decimals: 1))%" } ?? "-",
+                   step.outcome.rawValue, step.runID]
+        self.status(row.joined(separator: "  ") + (step.reason.map { "  (\($0))" } ?? "") + "\n")
+    }
+
+    func searchFinished(_ summary: SearchSummary) {
+        self.clearLiveLine()
+        if self.json { FileHandle.standardOutput.write(Data((summary.jsonLine() + "\n").utf8)) }
+        self.human("\nsearch \(summary.setID) (\(summary.slo.description)): \(summary.conclusion)")
     }
 
     // MARK: - Text
@@ -206,6 +244,10 @@ final class Renderer: RunObserver {
             lines.append("  cleanup   \(Format.count(cleanup.ops)) removed in \(Format.seconds(cleanup.durationS))  \(Format.rate(cleanup.opsPerS)) \(unit)/s  p99 \(Format.latency(us: cleanup.latencyUs.p99))")
         }
         if let tls = r.tlsLibrary { lines.append("  tls       \(tls)") }
+        if let validity = r.validity {
+            lines.append("  validity  \(validity.verdict.rawValue)")
+            for reason in validity.reasons { lines.append("            \(reason.verdict.rawValue): \(reason.message)") }
+        }
         if let message = r.message { lines.append("  note      \(message)") }
         if r.agents == 1, let agent = r.perAgent.first, let dir = agent.runDirectory {
             let fate: String

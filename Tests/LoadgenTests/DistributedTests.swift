@@ -12,22 +12,22 @@ import Testing
 /// Agents on 127.0.0.1:0 in this process (and a scripted one that goes silent), driven by a real coordinator or by
 /// hand over the wire.
 enum LiveAgents {
-    static func configuration(id: String, secret: SharedSecret?, policy: AgentPolicy) -> AgentConfiguration {
-        AgentConfiguration(agentID: id, host: "test", cores: 2, loadgenVersion: "test", policy: policy, prover: secret,
+    static func configuration(id: String, secret: SharedSecret?, policy: AgentPolicy, cores: Int = 2) -> AgentConfiguration {
+        AgentConfiguration(agentID: id, host: "test", cores: cores, loadgenVersion: "test", policy: policy, prover: secret,
                            workerExecutable: TestSupport.binary)
     }
 
     /// Runs `count` agents for the duration of `body`, which gets their addresses.
     static func with<R: Sendable>(count: Int, secret: SharedSecret? = nil, policy: AgentPolicy, failureLimit: Int = 1000, failureWindowNanos: UInt64 = 1_000_000_000,
                                   maxPending: Int = 32, earlyDropStart: Int? = nil, tls: ControlTLS? = nil, id: String? = nil, idIncludesPort: Bool = false,
-                                  observers: [any AgentRunObserver] = [],
+                                  observers: [any AgentRunObserver] = [], cores: Int = 2,
                                   _ body: @Sendable ([AgentAddress]) async throws -> R) async throws -> R {
         let ports = Locked<[Int: Int]>([:])
         var logger = Logger(label: "test.agent")
         logger.logLevel = .critical
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<count {
-                var configuration = Self.configuration(id: id ?? "agent\(index)", secret: secret, policy: policy)
+                var configuration = Self.configuration(id: id ?? "agent\(index)", secret: secret, policy: policy, cores: cores)
                 configuration.runObserver = index < observers.count ? observers[index] : nil
                 var server = AgentServer(configuration: configuration, host: "127.0.0.1", port: 0, logger: logger)
                 server.idIncludesPort = idIncludesPort

@@ -278,8 +278,8 @@ struct RequestScheduleTests {
     @Test func aClosedLoopSendsItsShareAtOnceToInterleavedURLs() {
         var plan = RequestSchedule(share: Share.interleaved(total: 7, workers: 3, worker: 1), startAtNanos: 1000,
                                    deadline: nil, pace: nil, urlCount: 2)
-        #expect(plan.step(now: 5000) == .send(urlIndex: 1, startNanos: 5000))   // request 1
-        #expect(plan.step(now: 6000) == .send(urlIndex: 0, startNanos: 6000))   // request 4
+        #expect(plan.step(now: 5000) == .send(urlIndex: 1, startNanos: 5000, lag: nil))   // request 1
+        #expect(plan.step(now: 6000) == .send(urlIndex: 0, startNanos: 6000, lag: nil))   // request 4
         #expect(plan.step(now: 7000) == .done)                                   // 7 is past the total
     }
 
@@ -288,11 +288,20 @@ struct RequestScheduleTests {
         var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 2, worker: 1), startAtNanos: 1_000_000,
                                    deadline: 1_000_000 + 4_000_000, pace: Pace(rate: 1000), urlCount: 3)
         #expect(plan.step(now: 1_500_000) == .wait(untilNanos: 2_000_000))
-        #expect(plan.step(now: 2_000_000) == .send(urlIndex: 1, startNanos: 2_000_000))
-        // Late: sent at once, latency from the due time.
-        #expect(plan.step(now: 9_000_000) == .send(urlIndex: 0, startNanos: 4_000_000))
+        #expect(plan.step(now: 2_000_000) == .send(urlIndex: 1, startNanos: 2_000_000, lag: ScheduleLag(nanos: 0)))
+        // Late: sent at once, latency from the due time (4 ms), 0.5 ms late.
+        #expect(plan.step(now: 4_500_000) == .send(urlIndex: 0, startNanos: 4_000_000, lag: ScheduleLag(nanos: 500_000)))
         // Request 5 would fall due after the deadline (5 ms): it is not sent.
-        #expect(plan.step(now: 9_000_000) == .done)
+        #expect(plan.step(now: 4_600_000) == .done)
+    }
+
+    @Test func aGeneratorThatFellBehindStopsAtTheDeadline() {
+        // Request 1 was due at 1 ms, long before the deadline, but the worker reaches it only after: the run ends
+        // there (the request counts as planned and not sent), rather than running on past --duration.
+        var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 1, worker: 0), startAtNanos: 0,
+                                   deadline: 4_000_000, pace: Pace(rate: 1000), urlCount: 1)
+        #expect(plan.step(now: 0) == .send(urlIndex: 0, startNanos: 0, lag: ScheduleLag(nanos: 0)))
+        #expect(plan.step(now: 4_000_000) == .done)
     }
 
     @Test func aRampMovesTheRateLinearlyUpOrDown() {
@@ -316,7 +325,7 @@ struct RequestScheduleTests {
     @Test func aDurationEndsAClosedLoopAtItsDeadline() {
         var plan = RequestSchedule(share: Share.interleaved(total: nil, workers: 1, worker: 0), startAtNanos: 0,
                                    deadline: 100, pace: nil, urlCount: 1)
-        #expect(plan.step(now: 99) == .send(urlIndex: 0, startNanos: 99))
+        #expect(plan.step(now: 99) == .send(urlIndex: 0, startNanos: 99, lag: nil))
         #expect(plan.step(now: 100) == .done)
     }
 }
@@ -344,8 +353,8 @@ struct OpenFileBudgetTests {
 struct TickedTallyTests {
     final class Collect: TallySink, @unchecked Sendable {
         let got = Locked<[Tally]>([])
-        func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>) {
-            self.got.withLock { $0.append(tally.adding(latencies)) }
+        func handOver(_ tally: Tally, latencies: UnsafeBufferPointer<UInt64>, lags: UnsafeBufferPointer<UInt64>) {
+            self.got.withLock { $0.append(tally.adding(latencies, lags: lags)) }
         }
     }
 

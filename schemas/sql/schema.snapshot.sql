@@ -73,7 +73,7 @@ CREATE TABLE run (
     cleanupDurationNanos INTEGER,
     cleanupOpsPerSecond REAL,
     report TEXT
-, endedAtNanos INTEGER);
+, endedAtNanos INTEGER, setID TEXT, validity TEXT);
 
 CREATE TABLE runAgent (
     runID TEXT NOT NULL REFERENCES run(id) ON DELETE CASCADE,
@@ -117,7 +117,24 @@ CREATE TABLE runHistogram (
     PRIMARY KEY (runID, phase)
 );
 
+CREATE TABLE runSet (
+    id TEXT PRIMARY KEY NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT,
+    workload TEXT NOT NULL,
+    modes TEXT NOT NULL,
+    startedAt TEXT NOT NULL,
+    startedAtNanos INTEGER NOT NULL,
+    endedAtNanos INTEGER,
+    request TEXT NOT NULL,
+    result TEXT
+);
+
+CREATE INDEX runSet_startedAtNanos ON runSet(startedAtNanos);
+
 CREATE INDEX run_label ON run(label, startedAtNanos);
+
+CREATE INDEX run_setID ON run(setID);
 
 CREATE INDEX run_startedAtNanos ON run(startedAtNanos);
 

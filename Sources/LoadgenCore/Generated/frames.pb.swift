@@ -8,7 +8,8 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// loadgen wire protocol version 5: the binary frames.
+/// loadgen wire protocol version 6: the binary frames (version 4's messages, grown by fields 14 to 16 of
+/// Interval in version 6).
 ///
 /// (Version 5 added request methods, headers, bodies and response checks to the JSON run request, and the stat and
 /// read phases, and the mkdir phase of --tree; frames of the other phases are byte for byte those of version 4.)
@@ -49,7 +50,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
+nonisolated enum Loadgen_Wire_V6_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   typealias RawValue = Int
 
   /// a write run's create phase; a fetch run's only phase
@@ -95,7 +96,7 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  static let allCases: [Loadgen_Wire_V5_Phase] = [
+  static let allCases: [Loadgen_Wire_V6_Phase] = [
     .main,
     .cleanup,
     .stat,
@@ -105,25 +106,25 @@ nonisolated enum Loadgen_Wire_V5_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
 
 }
 
-nonisolated struct Loadgen_Wire_V5_BinaryFrame: Sendable {
+nonisolated struct Loadgen_Wire_V6_BinaryFrame: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var body: Loadgen_Wire_V5_BinaryFrame.OneOf_Body? = nil
+  var body: Loadgen_Wire_V6_BinaryFrame.OneOf_Body? = nil
 
-  var interval: Loadgen_Wire_V5_Interval {
+  var interval: Loadgen_Wire_V6_Interval {
     get {
       if case .interval(let v)? = body {return v}
-      return Loadgen_Wire_V5_Interval()
+      return Loadgen_Wire_V6_Interval()
     }
     set {body = .interval(newValue)}
   }
 
-  var heartbeat: Loadgen_Wire_V5_Heartbeat {
+  var heartbeat: Loadgen_Wire_V6_Heartbeat {
     get {
       if case .heartbeat(let v)? = body {return v}
-      return Loadgen_Wire_V5_Heartbeat()
+      return Loadgen_Wire_V6_Heartbeat()
     }
     set {body = .heartbeat(newValue)}
   }
@@ -131,8 +132,8 @@ nonisolated struct Loadgen_Wire_V5_BinaryFrame: Sendable {
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   nonisolated enum OneOf_Body: Equatable, Sendable {
-    case interval(Loadgen_Wire_V5_Interval)
-    case heartbeat(Loadgen_Wire_V5_Heartbeat)
+    case interval(Loadgen_Wire_V6_Interval)
+    case heartbeat(Loadgen_Wire_V6_Heartbeat)
 
   }
 
@@ -140,7 +141,7 @@ nonisolated struct Loadgen_Wire_V5_BinaryFrame: Sendable {
 }
 
 /// Both ways, every 500 ms when nothing else went out: the link is alive.
-nonisolated struct Loadgen_Wire_V5_Heartbeat: Sendable {
+nonisolated struct Loadgen_Wire_V6_Heartbeat: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -154,56 +155,114 @@ nonisolated struct Loadgen_Wire_V5_Heartbeat: Sendable {
 
 /// What happened in one interval of a phase; intervals sum exactly to the phase. Every successful operation
 /// records one latency, so `latency` holds exactly `ops` values; an interval where it does not is refused.
-nonisolated struct Loadgen_Wire_V5_Interval: Sendable {
+nonisolated struct Loadgen_Wire_V6_Interval: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  var runID: String = String()
+  var runID: String {
+    get {_storage._runID}
+    set {_uniqueStorage()._runID = newValue}
+  }
 
-  var phase: Loadgen_Wire_V5_Phase = .main
+  var phase: Loadgen_Wire_V6_Phase {
+    get {_storage._phase}
+    set {_uniqueStorage()._phase = newValue}
+  }
 
-  var seq: UInt64 = 0
+  var seq: UInt64 {
+    get {_storage._seq}
+    set {_uniqueStorage()._seq = newValue}
+  }
 
   /// Time since the phase started, on the sender's monotonic clock.
-  var elapsedNanos: UInt64 = 0
+  var elapsedNanos: UInt64 {
+    get {_storage._elapsedNanos}
+    set {_uniqueStorage()._elapsedNanos = newValue}
+  }
 
-  var ops: UInt64 = 0
+  var ops: UInt64 {
+    get {_storage._ops}
+    set {_uniqueStorage()._ops = newValue}
+  }
 
-  var bytes: UInt64 = 0
+  var bytes: UInt64 {
+    get {_storage._bytes}
+    set {_uniqueStorage()._bytes = newValue}
+  }
 
   /// Failed operations by error kind (ENOSPC, EACCES, timeout, connect, ...: the kinds of the JSON report), nonzero
   /// only; an unknown kind is refused.
-  var errors: Dictionary<String,UInt64> = [:]
+  var errors: Dictionary<String,UInt64> {
+    get {_storage._errors}
+    set {_uniqueStorage()._errors = newValue}
+  }
 
   /// One message per error kind seen, at most 500 characters.
-  var errorSamples: Dictionary<String,String> = [:]
+  var errorSamples: Dictionary<String,String> {
+    get {_storage._errorSamples}
+    set {_uniqueStorage()._errorSamples = newValue}
+  }
 
-  var latency: Loadgen_Wire_V5_Histogram {
-    get {_latency ?? Loadgen_Wire_V5_Histogram()}
-    set {_latency = newValue}
+  var latency: Loadgen_Wire_V6_Histogram {
+    get {_storage._latency ?? Loadgen_Wire_V6_Histogram()}
+    set {_uniqueStorage()._latency = newValue}
   }
   /// Returns true if `latency` has been explicitly set.
-  var hasLatency: Bool {self._latency != nil}
+  var hasLatency: Bool {_storage._latency != nil}
   /// Clears the value of `latency`. Subsequent reads from it will return its default value.
-  mutating func clearLatency() {self._latency = nil}
+  mutating func clearLatency() {_uniqueStorage()._latency = nil}
 
   /// The exact sum of the latencies in `latency` (for the mean).
-  var latencySumNanos: UInt64 = 0
+  var latencySumNanos: UInt64 {
+    get {_storage._latencySumNanos}
+    set {_uniqueStorage()._latencySumNanos = newValue}
+  }
 
   /// Fetch: responses by status class, 1xx to 5xx; empty, or exactly five counts.
-  var statusClasses: [UInt64] = []
+  var statusClasses: [UInt64] {
+    get {_storage._statusClasses}
+    set {_uniqueStorage()._statusClasses = newValue}
+  }
 
-  var redirects: UInt64 = 0
+  var redirects: UInt64 {
+    get {_storage._redirects}
+    set {_uniqueStorage()._redirects = newValue}
+  }
 
   /// Fetch: per target URL, in the order of the request's URL list; empty for one URL.
-  var targets: [Loadgen_Wire_V5_TargetTally] = []
+  var targets: [Loadgen_Wire_V6_TargetTally] {
+    get {_storage._targets}
+    set {_uniqueStorage()._targets = newValue}
+  }
+
+  /// Protocol 6: the CPU time the agent's process and its worker processes spent in this interval, user and system
+  /// apart, for the run's validity (an agent busy above 90% of its cores makes a run suspect); 0 when unknown.
+  var cpuUserNanos: UInt64 {
+    get {_storage._cpuUserNanos}
+    set {_uniqueStorage()._cpuUserNanos = newValue}
+  }
+
+  var cpuSystemNanos: UInt64 {
+    get {_storage._cpuSystemNanos}
+    set {_uniqueStorage()._cpuSystemNanos = newValue}
+  }
+
+  /// Protocol 6, the open model (--rate): how late each operation started against its due time; absent otherwise.
+  var scheduleLag: Loadgen_Wire_V6_Histogram {
+    get {_storage._scheduleLag ?? Loadgen_Wire_V6_Histogram()}
+    set {_uniqueStorage()._scheduleLag = newValue}
+  }
+  /// Returns true if `scheduleLag` has been explicitly set.
+  var hasScheduleLag: Bool {_storage._scheduleLag != nil}
+  /// Clears the value of `scheduleLag`. Subsequent reads from it will return its default value.
+  mutating func clearScheduleLag() {_uniqueStorage()._scheduleLag = nil}
 
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
 
-  fileprivate var _latency: Loadgen_Wire_V5_Histogram? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A latency histogram in loadgen's one HDR layout (1 ns to 1 h, three significant digits), sparse: only the
@@ -218,7 +277,7 @@ nonisolated struct Loadgen_Wire_V5_Interval: Sendable {
 /// reader may declare it that way. It is declared `bytes` so that loadgen keeps it as it came (one copy, no work
 /// per bucket) and streams the pairs straight into its own counters when it merges; a value that does not ascend,
 /// half a pair or a varint past 64 bits is refused there.
-nonisolated struct Loadgen_Wire_V5_Histogram: Sendable {
+nonisolated struct Loadgen_Wire_V6_Histogram: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -235,7 +294,7 @@ nonisolated struct Loadgen_Wire_V5_Histogram: Sendable {
   init() {}
 }
 
-nonisolated struct Loadgen_Wire_V5_TargetTally: Sendable {
+nonisolated struct Loadgen_Wire_V6_TargetTally: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -260,13 +319,13 @@ nonisolated struct Loadgen_Wire_V5_TargetTally: Sendable {
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
-fileprivate nonisolated let _protobuf_package = "loadgen.wire.v5"
+fileprivate nonisolated let _protobuf_package = "loadgen.wire.v6"
 
-nonisolated extension Loadgen_Wire_V5_Phase: SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V6_Phase: SwiftProtobuf._ProtoNameProviding {
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PHASE_MAIN\0\u{1}PHASE_CLEANUP\0\u{1}PHASE_STAT\0\u{1}PHASE_READ\0\u{1}PHASE_MKDIR\0")
 }
 
-nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V6_BinaryFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".BinaryFrame"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}interval\0\u{1}heartbeat\0")
 
@@ -277,7 +336,7 @@ nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try {
-        var v: Loadgen_Wire_V5_Interval?
+        var v: Loadgen_Wire_V6_Interval?
         var hadOneofValue = false
         if let current = self.body {
           hadOneofValue = true
@@ -290,7 +349,7 @@ nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftP
         }
       }()
       case 2: try {
-        var v: Loadgen_Wire_V5_Heartbeat?
+        var v: Loadgen_Wire_V6_Heartbeat?
         var hadOneofValue = false
         if let current = self.body {
           hadOneofValue = true
@@ -326,14 +385,14 @@ nonisolated extension Loadgen_Wire_V5_BinaryFrame: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V5_BinaryFrame, rhs: Loadgen_Wire_V5_BinaryFrame) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V6_BinaryFrame, rhs: Loadgen_Wire_V6_BinaryFrame) -> Bool {
     if lhs.body != rhs.body {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Loadgen_Wire_V5_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V6_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Heartbeat"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}seq\0")
 
@@ -356,108 +415,189 @@ nonisolated extension Loadgen_Wire_V5_Heartbeat: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V5_Heartbeat, rhs: Loadgen_Wire_V5_Heartbeat) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V6_Heartbeat, rhs: Loadgen_Wire_V6_Heartbeat) -> Bool {
     if lhs.seq != rhs.seq {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Loadgen_Wire_V5_Interval: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V6_Interval: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Interval"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}phase\0\u{1}seq\0\u{3}elapsed_nanos\0\u{1}ops\0\u{1}bytes\0\u{1}errors\0\u{3}error_samples\0\u{1}latency\0\u{3}latency_sum_nanos\0\u{3}status_classes\0\u{1}redirects\0\u{1}targets\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}phase\0\u{1}seq\0\u{3}elapsed_nanos\0\u{1}ops\0\u{1}bytes\0\u{1}errors\0\u{3}error_samples\0\u{1}latency\0\u{3}latency_sum_nanos\0\u{3}status_classes\0\u{1}redirects\0\u{1}targets\0\u{3}cpu_user_nanos\0\u{3}cpu_system_nanos\0\u{3}schedule_lag\0")
+
+  fileprivate class _StorageClass {
+    var _runID: String = String()
+    var _phase: Loadgen_Wire_V6_Phase = .main
+    var _seq: UInt64 = 0
+    var _elapsedNanos: UInt64 = 0
+    var _ops: UInt64 = 0
+    var _bytes: UInt64 = 0
+    var _errors: Dictionary<String,UInt64> = [:]
+    var _errorSamples: Dictionary<String,String> = [:]
+    var _latency: Loadgen_Wire_V6_Histogram? = nil
+    var _latencySumNanos: UInt64 = 0
+    var _statusClasses: [UInt64] = []
+    var _redirects: UInt64 = 0
+    var _targets: [Loadgen_Wire_V6_TargetTally] = []
+    var _cpuUserNanos: UInt64 = 0
+    var _cpuSystemNanos: UInt64 = 0
+    var _scheduleLag: Loadgen_Wire_V6_Histogram? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _runID = source._runID
+      _phase = source._phase
+      _seq = source._seq
+      _elapsedNanos = source._elapsedNanos
+      _ops = source._ops
+      _bytes = source._bytes
+      _errors = source._errors
+      _errorSamples = source._errorSamples
+      _latency = source._latency
+      _latencySumNanos = source._latencySumNanos
+      _statusClasses = source._statusClasses
+      _redirects = source._redirects
+      _targets = source._targets
+      _cpuUserNanos = source._cpuUserNanos
+      _cpuSystemNanos = source._cpuSystemNanos
+      _scheduleLag = source._scheduleLag
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.runID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.seq) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.elapsedNanos) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.ops) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
-      case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.errors) }()
-      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.errorSamples) }()
-      case 9: try { try decoder.decodeSingularMessageField(value: &self._latency) }()
-      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.latencySumNanos) }()
-      case 11: try { try decoder.decodeRepeatedUInt64Field(value: &self.statusClasses) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.redirects) }()
-      case 13: try { try decoder.decodeRepeatedMessageField(value: &self.targets) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._runID) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._phase) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._seq) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._elapsedNanos) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._ops) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._bytes) }()
+        case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &_storage._errors) }()
+        case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._errorSamples) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._latency) }()
+        case 10: try { try decoder.decodeSingularUInt64Field(value: &_storage._latencySumNanos) }()
+        case 11: try { try decoder.decodeRepeatedUInt64Field(value: &_storage._statusClasses) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._redirects) }()
+        case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._targets) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._cpuUserNanos) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._cpuSystemNanos) }()
+        case 16: try { try decoder.decodeSingularMessageField(value: &_storage._scheduleLag) }()
+        default: break
+        }
       }
     }
   }
 
   func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.runID.isEmpty {
-      try visitor.visitSingularStringField(value: self.runID, fieldNumber: 1)
-    }
-    if self.phase != .main {
-      try visitor.visitSingularEnumField(value: self.phase, fieldNumber: 2)
-    }
-    if self.seq != 0 {
-      try visitor.visitSingularUInt64Field(value: self.seq, fieldNumber: 3)
-    }
-    if self.elapsedNanos != 0 {
-      try visitor.visitSingularUInt64Field(value: self.elapsedNanos, fieldNumber: 4)
-    }
-    if self.ops != 0 {
-      try visitor.visitSingularUInt64Field(value: self.ops, fieldNumber: 5)
-    }
-    if self.bytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 6)
-    }
-    if !self.errors.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.errors, fieldNumber: 7)
-    }
-    if !self.errorSamples.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.errorSamples, fieldNumber: 8)
-    }
-    try { if let v = self._latency {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
-    } }()
-    if self.latencySumNanos != 0 {
-      try visitor.visitSingularUInt64Field(value: self.latencySumNanos, fieldNumber: 10)
-    }
-    if !self.statusClasses.isEmpty {
-      try visitor.visitPackedUInt64Field(value: self.statusClasses, fieldNumber: 11)
-    }
-    if self.redirects != 0 {
-      try visitor.visitSingularUInt64Field(value: self.redirects, fieldNumber: 12)
-    }
-    if !self.targets.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.targets, fieldNumber: 13)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._runID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._runID, fieldNumber: 1)
+      }
+      if _storage._phase != .main {
+        try visitor.visitSingularEnumField(value: _storage._phase, fieldNumber: 2)
+      }
+      if _storage._seq != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._seq, fieldNumber: 3)
+      }
+      if _storage._elapsedNanos != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._elapsedNanos, fieldNumber: 4)
+      }
+      if _storage._ops != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._ops, fieldNumber: 5)
+      }
+      if _storage._bytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._bytes, fieldNumber: 6)
+      }
+      if !_storage._errors.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: _storage._errors, fieldNumber: 7)
+      }
+      if !_storage._errorSamples.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._errorSamples, fieldNumber: 8)
+      }
+      try { if let v = _storage._latency {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
+      if _storage._latencySumNanos != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._latencySumNanos, fieldNumber: 10)
+      }
+      if !_storage._statusClasses.isEmpty {
+        try visitor.visitPackedUInt64Field(value: _storage._statusClasses, fieldNumber: 11)
+      }
+      if _storage._redirects != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._redirects, fieldNumber: 12)
+      }
+      if !_storage._targets.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._targets, fieldNumber: 13)
+      }
+      if _storage._cpuUserNanos != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cpuUserNanos, fieldNumber: 14)
+      }
+      if _storage._cpuSystemNanos != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._cpuSystemNanos, fieldNumber: 15)
+      }
+      try { if let v = _storage._scheduleLag {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V5_Interval, rhs: Loadgen_Wire_V5_Interval) -> Bool {
-    if lhs.runID != rhs.runID {return false}
-    if lhs.phase != rhs.phase {return false}
-    if lhs.seq != rhs.seq {return false}
-    if lhs.elapsedNanos != rhs.elapsedNanos {return false}
-    if lhs.ops != rhs.ops {return false}
-    if lhs.bytes != rhs.bytes {return false}
-    if lhs.errors != rhs.errors {return false}
-    if lhs.errorSamples != rhs.errorSamples {return false}
-    if lhs._latency != rhs._latency {return false}
-    if lhs.latencySumNanos != rhs.latencySumNanos {return false}
-    if lhs.statusClasses != rhs.statusClasses {return false}
-    if lhs.redirects != rhs.redirects {return false}
-    if lhs.targets != rhs.targets {return false}
+  static func ==(lhs: Loadgen_Wire_V6_Interval, rhs: Loadgen_Wire_V6_Interval) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._runID != rhs_storage._runID {return false}
+        if _storage._phase != rhs_storage._phase {return false}
+        if _storage._seq != rhs_storage._seq {return false}
+        if _storage._elapsedNanos != rhs_storage._elapsedNanos {return false}
+        if _storage._ops != rhs_storage._ops {return false}
+        if _storage._bytes != rhs_storage._bytes {return false}
+        if _storage._errors != rhs_storage._errors {return false}
+        if _storage._errorSamples != rhs_storage._errorSamples {return false}
+        if _storage._latency != rhs_storage._latency {return false}
+        if _storage._latencySumNanos != rhs_storage._latencySumNanos {return false}
+        if _storage._statusClasses != rhs_storage._statusClasses {return false}
+        if _storage._redirects != rhs_storage._redirects {return false}
+        if _storage._targets != rhs_storage._targets {return false}
+        if _storage._cpuUserNanos != rhs_storage._cpuUserNanos {return false}
+        if _storage._cpuSystemNanos != rhs_storage._cpuSystemNanos {return false}
+        if _storage._scheduleLag != rhs_storage._scheduleLag {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Loadgen_Wire_V5_Histogram: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V6_Histogram: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Histogram"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}buckets\0\u{1}min\0\u{1}max\0")
 
@@ -488,7 +628,7 @@ nonisolated extension Loadgen_Wire_V5_Histogram: SwiftProtobuf.Message, SwiftPro
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V5_Histogram, rhs: Loadgen_Wire_V5_Histogram) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V6_Histogram, rhs: Loadgen_Wire_V6_Histogram) -> Bool {
     if lhs.buckets != rhs.buckets {return false}
     if lhs.min != rhs.min {return false}
     if lhs.max != rhs.max {return false}
@@ -497,7 +637,7 @@ nonisolated extension Loadgen_Wire_V5_Histogram: SwiftProtobuf.Message, SwiftPro
   }
 }
 
-nonisolated extension Loadgen_Wire_V5_TargetTally: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+nonisolated extension Loadgen_Wire_V6_TargetTally: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".TargetTally"
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ops\0\u{1}errors\0\u{1}bytes\0\u{3}latency_nanos_sum\0\u{3}latency_nanos_max\0\u{3}status_classes\0")
 
@@ -540,7 +680,7 @@ nonisolated extension Loadgen_Wire_V5_TargetTally: SwiftProtobuf.Message, SwiftP
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  static func ==(lhs: Loadgen_Wire_V5_TargetTally, rhs: Loadgen_Wire_V5_TargetTally) -> Bool {
+  static func ==(lhs: Loadgen_Wire_V6_TargetTally, rhs: Loadgen_Wire_V6_TargetTally) -> Bool {
     if lhs.ops != rhs.ops {return false}
     if lhs.errors != rhs.errors {return false}
     if lhs.bytes != rhs.bytes {return false}

@@ -392,3 +392,42 @@ struct RampPolicyTests {
         #expect(throws: LoadgenError.self) { try policy.check(RunRequest(runID: "r", fetch: fetch, mode: .async, workers: 2, seed: 1)) }
     }
 }
+
+/// The reporter of a phase: every interval it takes from the mailbox goes out, even when the workers finish while
+/// it is sending one.
+struct PhaseRunnerTests {
+    /// Hands over one operation every millisecond for 250 ms.
+    struct Trickle: PhaseExecutor {
+        func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
+            MonotonicClock.sleep(untilNanos: control.startAtNanos)
+            for _ in 0..<250 {
+                var tally = Tally()
+                tally.ops = 1
+                tally.recordLatency(1000)
+                mailbox.handOver(tally)
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+            return [WorkerResult(doneAtNanos: MonotonicClock.nowNanos())]
+        }
+    }
+
+    /// A transport that takes 80 ms to send and, like NIO's writer, drops what a cancelled task sends: the reporter's
+    /// second interval (at about 205 ms) is still being sent when the workers finish (about 250 ms).
+    @Test func anIntervalBeingSentWhenTheWorkersFinishStillArrives() async {
+        let sent = Locked<[WireMessage]>([])
+        let runner = PhaseRunner(runID: "p", tickNanos: 100_000_000) { message in
+            if case .interval = message { try? await Task.sleep(for: .milliseconds(80)) }
+            guard !Task.isCancelled else { return }
+            sent.withLock { $0.append(message) }
+        }
+        let done = await runner.run(.main, startAtNanos: MonotonicClock.nowNanos() + 1_000_000, executor: Trickle(),
+                                    stop: StopSignal(), finish: { nil })
+        let intervals = sent.value.compactMap { message -> WireMessage.Interval? in
+            if case .interval(let interval) = message { return interval }
+            return nil
+        }
+        #expect(done.ops >= 200)
+        #expect(intervals.reduce(0) { $0 + $1.ops } == done.ops, "the intervals sum to the phase")
+        #expect(intervals.map(\.seq) == Array(1...intervals.count), "in order, none missing")
+    }
+}

@@ -107,7 +107,7 @@ at3=$(count_files "$(rundir_of agent2)")
 [ "$at3" -lt 400000 ] || fail "agent2 finished before the partition took effect"
 wait "$coordinator" && status=0 || status=$?
 [ "$status" = 1 ] || fail "the partitioned run exited $status, not 1"
-python3 - "$work/partition.json" "$dropped" <<'PY' || fail "the partitioned run's report"
+python3 - "$work/partition.json" "$dropped" <<'PY' || { for a in 1 2 3; do echo "agent$a: $(count_files "$(rundir_of agent$a)") files on disk"; done; tail -n 5 "$work/coordinator2.log"; fail "the partitioned run's report"; }
 import json, sys
 r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
 assert r["status"] == "partial", r["status"]

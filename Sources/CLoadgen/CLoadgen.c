@@ -15,6 +15,26 @@ void lg_sleep_until_ns(uint64_t deadline_ns) {
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR) {}
 }
 
+int lg_epoll_wait_ns(int epfd, struct epoll_event *events, int max_events, int64_t timeout_ns) {
+    static int no_pwait2 = 0;
+    int n;
+    if (!no_pwait2) {
+        struct timespec t = { .tv_sec = (time_t)(timeout_ns / 1000000000ll), .tv_nsec = (long)(timeout_ns % 1000000000ll) };
+        n = epoll_pwait2(epfd, events, max_events, &t, NULL);
+        if (n >= 0) return n;
+        if (errno != ENOSYS) return errno == EINTR ? 0 : -errno;
+        no_pwait2 = 1;
+    }
+    n = epoll_wait(epfd, events, max_events, (int)((timeout_ns + 999999) / 1000000));
+    if (n >= 0) return n;
+    return errno == EINTR ? 0 : -errno;
+}
+
+int lg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event event = { .events = events, .data.u64 = data };
+    return epoll_ctl(epfd, op, fd, &event) == 0 ? 0 : -errno;
+}
+
 int lg_syncfs(int fd) {
     return syncfs(fd) == 0 ? 0 : -errno;
 }

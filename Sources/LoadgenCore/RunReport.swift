@@ -158,7 +158,7 @@ public struct RunReport: Codable, Sendable, Hashable {
         self.write = request.write
         self.fetch = request.fetch?.redacted
         if let fetch = request.fetch, fetch.urls.contains(where: { $0.lowercased().hasPrefix("https:") }) {
-            self.tlsLibrary = request.mode.tlsLibrary
+            self.tlsLibrary = request.mode.tlsLibrary(http2: fetch.http2)
         }
         self.validity = RunValidity.judge(aggregate)
         self.setID = request.setID

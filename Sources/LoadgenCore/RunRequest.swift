@@ -29,10 +29,11 @@ public enum ExecutionMode: String, CaseIterable, Codable, Sendable, Hashable {
         return modes
     }
 
-    /// The TLS library of the mode's HTTP client: the event loops use BoringSSL, which swift-nio-ssl builds in; the
-    /// blocking clients use the system's OpenSSL (a thread per connection, blocking calls: NIO's TLS needs a loop).
-    public var tlsLibrary: String {
-        self == .async ? "BoringSSL (swift-nio-ssl)" : "OpenSSL (system)"
+    /// The TLS library of the mode's client: HTTP/1.1 in every mode uses the system's OpenSSL (the blocking clients a
+    /// session per thread, async non-blocking sessions on its epoll loops); HTTP/2 (async only) uses BoringSSL, which
+    /// swift-nio-ssl builds in.
+    public func tlsLibrary(http2: Bool) -> String {
+        http2 ? "BoringSSL (swift-nio-ssl)" : "OpenSSL (system)"
     }
 
     /// The modes a list names itself, leaving out those only `all` brings in.

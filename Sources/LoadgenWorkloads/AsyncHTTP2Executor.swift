@@ -28,7 +28,7 @@ public final class AsyncHTTP2Executor: PhaseExecutor {
         self.engine = engine
         self.connections = connections
         self.streams = streams
-        self.sslContext = try AsyncFetchExecutor.clientTLS(engine: engine, alpn: ["h2"])
+        self.sslContext = try NIOFetch.clientTLS(engine: engine, alpn: ["h2"])
     }
 
     public func runPhase(_ phase: Phase, control: WorkerControl, mailbox: TallyMailbox) async -> [WorkerResult] {
@@ -208,12 +208,12 @@ final class H2Connection: @unchecked Sendable {
         }
         let ssl = context
         let host = target.host
-        AsyncFetchExecutor.bootstrap(on: self.worker.loop, engine: engine, connectTimeoutNanos: engine.spec.timeoutNanos)
+        NIOFetch.bootstrap(on: self.worker.loop, engine: engine, connectTimeoutNanos: engine.spec.timeoutNanos)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let ssl {
                         // Over TLS, nothing of HTTP/2 (not even its preface) goes out before ALPN has chosen h2.
-                        try AsyncFetchExecutor.addTLS(ssl, host: host, to: channel.pipeline.syncOperations)
+                        try NIOFetch.addTLS(ssl, host: host, to: channel.pipeline.syncOperations)
                         try channel.pipeline.syncOperations.addHandler(ALPNGate(connection: self))
                     } else {
                         try self.addHTTP2(to: channel.pipeline.syncOperations)
@@ -228,7 +228,7 @@ final class H2Connection: @unchecked Sendable {
                     // h2; in cleartext, with prior knowledge).
                     if self.state == .closed { channel.close(promise: nil) }
                 case .failure(let error):
-                    self.failed(FetchSlot.classify(connectError: error, target: target))
+                    self.failed(NIOFetch.classify(connectError: error, target: target))
                 }
             }
     }
@@ -388,7 +388,7 @@ final class H2Connection: @unchecked Sendable {
     /// A TLS failure ends the connection here; an HTTP/2 error is either a stream's (that stream closes, with its
     /// reason) or the connection's (NIO sends GOAWAY and closes it), so it is only remembered.
     func caught(_ error: any Error) {
-        if FetchSlot.isTLSError(error) {
+        if NIOFetch.isTLSError(error) {
             self.failed(FetchFailure(.tls, "TLS failed: \(error)"))
             self.channel?.close(promise: nil)
         } else {

@@ -220,39 +220,23 @@ public final class BlockingHTTPClient {
             self.disconnect()
         }
         let addresses: [(family: Int32, address: [UInt8])]
-        if let cached = self.resolved[Endpoint(host: target.host, port: target.port)] {
+        let endpoint = Endpoint(host: target.host, port: target.port)
+        if let cached = self.resolved[endpoint] {
             addresses = cached
         } else {
-            switch Self.resolve(target.host, port: target.port) {
-            case .success(let found):
-                // Only addresses the policy allows are kept (and cached); none left is the policy's refusal.
-                var allowed = found
-                if let policy = self.destinations {
-                    let verdict = DestinationCheck.allowed(found, host: target.host, policy: policy)
-                    if verdict.allowed.isEmpty { return FetchFailure(.policy, "the agent's policy refuses \(verdict.refusal ?? target.host)") }
-                    allowed = verdict.allowed
-                }
+            switch Self.addresses(of: target, destinations: self.destinations) {
+            case .success(let allowed):
                 addresses = allowed
-                self.resolved[Endpoint(host: target.host, port: target.port)] = allowed
+                self.resolved[endpoint] = allowed
             case .failure(let failure):
                 return failure
             }
         }
         var lastError: Int32 = ECONNREFUSED
         for address in addresses {
-            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let (fd, started) = Self.startConnect(to: address)
             guard fd >= 0 else {
-                lastError = errno
-                continue
-            }
-            var one: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            let started = address.address.withUnsafeBytes { raw in
-                Glibc.connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
-            }
-            if started != 0, errno != EINPROGRESS {
-                lastError = errno
-                close(fd)
+                lastError = started
                 continue
             }
             if started != 0 {
@@ -307,13 +291,45 @@ public final class BlockingHTTPClient {
         self.connection = nil
     }
 
-    private static func resolve(_ host: String, port: Int) -> Result<[(family: Int32, address: [UInt8])], FetchFailure> {
-        DestinationCheck.lookup(host, port: port).flatMap { found in
-            found.isEmpty ? .failure(FetchFailure(.dns, "\(host) resolves to no address")) : .success(found)
+    /// The addresses `target`'s host resolves to that the policy allows: none allowed is the policy's refusal.
+    static func addresses(of target: TargetURL, destinations: DestinationPolicy?)
+        -> Result<[(family: Int32, address: [UInt8])], FetchFailure>
+    {
+        let found: [(family: Int32, address: [UInt8])]
+        switch DestinationCheck.lookup(target.host, port: target.port) {
+        case .success(let entries) where entries.isEmpty:
+            return .failure(FetchFailure(.dns, "\(target.host) resolves to no address"))
+        case .success(let entries): found = entries
+        case .failure(let failure): return .failure(failure)
         }
+        guard let policy = destinations else { return .success(found) }
+        let verdict = DestinationCheck.allowed(found, host: target.host, policy: policy)
+        if verdict.allowed.isEmpty {
+            return .failure(FetchFailure(.policy, "the agent's policy refuses \(verdict.refusal ?? target.host)"))
+        }
+        return .success(verdict.allowed)
     }
 
-    private static func handshake(fd: Int32, host: String, tls: TLSContext, deadline: UInt64) -> Result<OpaquePointer, FetchFailure> {
+    /// A non-blocking TCP_NODELAY socket connecting to `address`: (fd, 0) connected, (fd, EINPROGRESS) under way,
+    /// (-1, errno) failed.
+    static func startConnect(to address: (family: Int32, address: [UInt8])) -> (fd: Int32, status: Int32) {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return (-1, errno) }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        let started = address.address.withUnsafeBytes { raw in
+            Glibc.connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+        }
+        if started == 0 { return (fd, 0) }
+        let e = errno
+        if e == EINPROGRESS { return (fd, EINPROGRESS) }
+        close(fd)
+        return (-1, e)
+    }
+
+    /// A client TLS session on `fd` for `host`: SNI for a name, and the certificate checked against the name or the
+    /// address when the context verifies.
+    static func session(fd: Int32, host: String, tls: TLSContext) -> Result<OpaquePointer, FetchFailure> {
         guard let ssl = SSL_new(tls.context) else {
             return .failure(FetchFailure(.tls, "a TLS session could not be made: \(TLSContext.lastError())"))
         }
@@ -322,6 +338,22 @@ public final class BlockingHTTPClient {
         if !isAddress { _ = lg_ssl_set_sni(ssl, host) }
         if tls.verifies {
             if isAddress { X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) } else { SSL_set1_host(ssl, host) }
+        }
+        return .success(ssl)
+    }
+
+    /// Why a handshake failed: the certificate's verification error, or OpenSSL's.
+    static func handshakeFailure(_ ssl: OpaquePointer, host: String) -> FetchFailure {
+        let verify = SSL_get_verify_result(ssl)
+        let reason = verify != X509_V_OK ? String(cString: X509_verify_cert_error_string(verify)) : TLSContext.lastError()
+        return FetchFailure(.tls, "the TLS handshake with \(host) failed: \(reason)")
+    }
+
+    private static func handshake(fd: Int32, host: String, tls: TLSContext, deadline: UInt64) -> Result<OpaquePointer, FetchFailure> {
+        let ssl: OpaquePointer
+        switch Self.session(fd: fd, host: host, tls: tls) {
+        case .success(let made): ssl = made
+        case .failure(let failure): return .failure(failure)
         }
         while true {
             let result = SSL_connect(ssl)
@@ -332,10 +364,9 @@ public final class BlockingHTTPClient {
             case SSL_ERROR_WANT_READ: events = Int16(POLLIN)
             case SSL_ERROR_WANT_WRITE: events = Int16(POLLOUT)
             default:
-                let verify = SSL_get_verify_result(ssl)
-                let reason = verify != X509_V_OK ? String(cString: X509_verify_cert_error_string(verify)) : TLSContext.lastError()
+                let failure = Self.handshakeFailure(ssl, host: host)
                 SSL_free(ssl)
-                return .failure(FetchFailure(.tls, "the TLS handshake with \(host) failed: \(reason)"))
+                return .failure(failure)
             }
             switch Self.wait(fd, events: events, deadline: deadline) {
             case .ready: continue

@@ -239,6 +239,38 @@ struct FetchWorkloadTests {
 
     /// A plain-HTTP run sets TLS up only when a redirect first leads to https (making it loads the trust store),
     /// and the redirect then works as if it had been set up from the start.
+    /// A server that closes a keep-alive connection behind the client's back: while the client waits for its next due
+    /// time (noticed, and the next request connects afresh), or right after a response (the next request may already
+    /// be written to the dying connection: a GET is then sent once more on a new one). No request fails either way.
+    @Test(arguments: [(ExecutionMode.threads, "linger"), (.async, "linger"), (.threads, "hangup"), (.async, "hangup")])
+    func aKeepAliveClosedByTheServerIsReplacedWithoutErrors(mode: ExecutionMode, path: String) async throws {
+        try await TestHTTPServer.with { server in
+            let rate: Double? = path == "linger" ? 20 : nil
+            let messages = await RunHarness.perform(Self.request([server.url("/" + path)], mode: mode, workers: 1, requests: 8,
+                                                                 rate: rate), phases: [.main])
+            let done = try #require(RunHarness.done(messages), "\(messages)")
+            #expect(done.ops == 8 && done.errors == 0, "\(messages)")
+            #expect(server.requests == 8)
+            if path == "linger" { #expect(server.connections == 8, "each request after an idle close on a new connection") }
+        }
+    }
+
+    /// TLS keep-alive in the gaps of an open model: the session outlives the waits for due times (nothing the idle
+    /// connection holds is mistaken for a close), so one connection carries every request.
+    @Test(arguments: [ExecutionMode.threads, .async])
+    func aTLSConnectionStaysOpenBetweenDueTimes(mode: ExecutionMode) async throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { TestSupport.remove(dir) }
+        let (caFile, context) = try TestHTTPServer.makeCertificates(in: dir)
+        try await TestHTTPServer.with(tls: context) { server in
+            let messages = await RunHarness.perform(Self.request([server.url(scheme: "https")], mode: mode, workers: 1,
+                                                                 requests: 6, rate: 20, caFile: caFile), phases: [.main])
+            let done = try #require(RunHarness.done(messages), "\(messages)")
+            #expect(done.ops == 6 && done.errors == 0, "\(messages)")
+            #expect(server.connections == 1)
+        }
+    }
+
     @Test(arguments: [ExecutionMode.threads, .async])
     func aRedirectToHTTPSSetsTLSUpWhenFirstNeeded(mode: ExecutionMode) async throws {
         let dir = try TestSupport.makeTemporaryDirectory("lgtls")

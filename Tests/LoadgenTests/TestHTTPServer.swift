@@ -229,6 +229,14 @@ private final class ScriptedHTTPHandler: ChannelInboundHandler {
             _ = self.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", context: context).always { _ in
                 bound.value.1.close(promise: nil)
             }
+        case "linger", "hangup":
+            // A keep-alive response (no Connection: close), after which the server closes the connection anyway: at
+            // once ("hangup", the client's next request may already be on its way) or 30 ms later ("linger", an idle
+            // keep-alive timing out while the client waits for its next due time).
+            let delay: Int64 = segments.first == "linger" ? 30 : 0
+            _ = self.write("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", context: context).always { _ in
+                loop.scheduleTask(in: .milliseconds(delay)) { bound.value.1.close(promise: nil) }
+            }
         case "chunked":
             _ = self.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;x=y\r\n \r\n5\r\nworld\r\n0\r\n\r\n", context: context)
             self.finished(context: context)

@@ -443,4 +443,31 @@ struct AsyncFetchLoopTests {
     func oneEventLoopPer32ConnectionsAtMostOnePerCore(slots: Int, cores: Int, loops: Int) {
         #expect(AsyncFetchExecutor.loopCount(slots: slots, cores: cores) == loops)
     }
+
+    /// The async fetch loop's timers against a plain model: each slot armed at most once, arming earlier moves it up,
+    /// arming later keeps the earlier time, and slots come off in time order.
+    @Test func slotTimersFireInTimeOrderAndKeepTheEarliestArming() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let slots = Int.random(in: 1...40, using: &generator)
+            var timers = SlotTimers(slots: slots)
+            var model: [Int: UInt64] = [:]
+            var now: UInt64 = 0
+            for _ in 0..<400 {
+                if Bool.random(using: &generator) {
+                    let slot = Int.random(in: 0..<slots, using: &generator)
+                    let at = now + UInt64.random(in: 0...1000, using: &generator)
+                    timers.arm(slot, at: at)
+                    model[slot] = min(model[slot] ?? .max, at)
+                } else {
+                    now += UInt64.random(in: 0...300, using: &generator)
+                    var fired: [(Int, UInt64)] = []
+                    while let slot = timers.takeDue(now: now) { fired.append((slot, model[slot]!)); model[slot] = nil }
+                    #expect(fired.map(\.1) == fired.map(\.1).sorted(), "in time order")
+                    #expect(!model.values.contains { $0 <= now }, "every due slot fired")
+                }
+                #expect(timers.earliest == model.values.min())
+            }
+        }
+    }
 }

@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 #include <time.h>
+#include <errno.h>
+#include <sys/epoll.h>
 #include "CLoadgenRing.h"
 
 /// CLOCK_MONOTONIC in nanoseconds: the one clock every duration and latency is measured with.
@@ -47,5 +49,24 @@ int lg_write_all(int fd, const void *bytes, uint64_t count);
 /// (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS; on kernels without openat2, a walk with O_NOFOLLOW on each
 /// component). Returns the descriptor or -errno.
 int lg_open_directory_beneath(int rootfd, const char *path);
+
+/// The epoll event bits, as plain constants (Swift's Glibc module has no sys/epoll.h).
+static const uint32_t LG_EPOLLIN = EPOLLIN;
+static const uint32_t LG_EPOLLOUT = EPOLLOUT;
+static const int LG_EPOLL_CTL_ADD = EPOLL_CTL_ADD;
+static const int LG_EPOLL_CTL_MOD = EPOLL_CTL_MOD;
+
+/// A close-on-exec epoll instance, or -errno.
+static inline int lg_epoll_create(void) { int fd = epoll_create1(EPOLL_CLOEXEC); return fd >= 0 ? fd : -errno; }
+
+/// epoll_wait with a timeout in nanoseconds (epoll_pwait2; on kernels before 5.11, epoll_wait rounded up to the
+/// millisecond). Returns the number of events, or -errno (EINTR comes back as 0 events).
+int lg_epoll_wait_ns(int epfd, struct epoll_event *events, int max_events, int64_t timeout_ns);
+
+/// Adds (op EPOLL_CTL_ADD) or changes (EPOLL_CTL_MOD) fd's interest with data as its 64-bit cookie; 0 or -errno.
+int lg_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+
+/// The 64-bit cookie of event i.
+static inline uint64_t lg_epoll_event_data(const struct epoll_event *events, int i) { return events[i].data.u64; }
 
 #endif

@@ -71,6 +71,20 @@ struct HTTP2Tests {
         }
     }
 
+    /// NIO's header validation is off for speed; a malformed response block is still the request's protocol error
+    /// (found by the client's own pass), its stream is reset, and the connection carries the next requests.
+    @Test func aMalformedResponseHeaderBlockIsAProtocolError() async throws {
+        try await TestH2Server.with { server in
+            let spec = FetchSpec(urls: [server.url("/malformed/upper"), server.url("/malformed/connection"),
+                                        server.url("/malformed/pseudo"), server.url("/")], requests: 8)
+            let messages = await RunHarness.perform(Self.request(spec, connections: 1, streams: 2), phases: [.main])
+            let tally = try RunHarness.tally(messages)
+            #expect(tally.ops == 2, "only / is well formed")
+            #expect(tally.errors[.protocol] == 6, "\(tally.errorSamples)")
+            #expect(server.connections == 1)
+        }
+    }
+
     @Test func checksAndRedirectsWorkOverHTTP2() async throws {
         try await TestH2Server.with { server in
             let spec = FetchSpec(urls: [server.url("/"), server.url("/status/503"), server.url("/padded/3/bye"), server.url("/see-other")],

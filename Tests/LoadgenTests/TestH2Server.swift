@@ -59,6 +59,8 @@ final class TestH2Server: Sendable {
                     var settings = NIOHTTP2Handler.ConnectionConfiguration()
                     settings.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
                                                 HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16)]
+                    // Off, so that /malformed can send what a broken server sends.
+                    settings.headerBlockValidation = .disabled
                     _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                         mode: .server, connectionConfiguration: settings, streamConfiguration: .init()
                     ) { stream in
@@ -181,6 +183,14 @@ private final class H2StreamHandler: ChannelInboundHandler {
         case "delay":
             let ms = Int64(segments.count > 1 ? Int(segments[1]) ?? 0 : 0)
             loop.scheduleTask(in: .milliseconds(ms)) { respond(200, "hello") }
+        case "malformed":
+            // Header blocks RFC 9113 calls malformed: an upper-case name, a connection-specific field, a pseudo-header
+            // after the regular fields.
+            switch segments.count > 1 ? segments[1] : "" {
+            case "upper": respond(200, "hello", extra: [("X-Upper", "v")])
+            case "connection": respond(200, "hello", extra: [("connection", "close")])
+            default: respond(200, "hello", extra: [(":path", "/")])
+            }
         default: respond(404, "not found")
         }
     }

@@ -32,6 +32,13 @@ public enum HTMLReport {
                 series.append(.init(name: "all agents", points: total, dashed: true))
             }
             let title = "\(name): \(unit) per second, per agent"
+            if series.allSatisfy({ $0.points.count < 2 }) {
+                // One interval (a phase shorter than a tick): a chart of single dots says nothing a sentence does not.
+                let rates = series.compactMap { s in s.points.first.map { "\(s.name) \(self.compact($0.y))" } }
+                body += "<p class=\"note\" data-phase=\"\(e(phase))\" data-rates=\"\(e(series.compactMap { s in s.points.first.map { "\(s.name)=\($0.y)" } }.joined(separator: ",")))\">"
+                    + "\(e(name)) lasted a single interval, too short to draw over time: \(e(rates.joined(separator: ", "))) \(e(unit))/s.</p>\n"
+                continue
+            }
             body += "<figure>\n" + SVGChart.lines(series, title: title, x: self.timeAxis, y: self.rateAxis("\(unit)/s"))
             body += "<figcaption>\(e(title)), each interval's rate as its agent measured it, drawn at the interval's end (the last, when under half the usual length, is left out: its rate over a few milliseconds says little).</figcaption></figure>\n"
         }
@@ -42,6 +49,11 @@ public enum HTMLReport {
             let p50 = points.compactMap { p in p.p50Us.map { (x: p.elapsedS, y: $0) } }
             let p99 = points.compactMap { p in p.p99Us.map { (x: p.elapsedS, y: $0) } }
             guard !p50.isEmpty else { continue }
+            if p50.count < 2 {
+                body += "<p class=\"note\">\(e(self.phaseName(phase, report.workload))) lasted a single interval: p50 \(e(self.latency(p50[0].y)))"
+                    + (p99.first.map { ", p99 \(e(self.latency($0.y)))" } ?? "") + ".</p>\n"
+                continue
+            }
             let ys = (p50 + p99).map(\.y)
             let log = (ys.max() ?? 1) / max(ys.min() ?? 1, 1e-9) > 50
             let title = "\(self.phaseName(phase, report.workload)): latency percentiles, all agents merged"

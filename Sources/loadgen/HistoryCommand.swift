@@ -336,8 +336,14 @@ enum HTMLOutput {
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         do {
             try Data(page.utf8).write(to: temporary)
-            if FileManager.default.fileExists(atPath: url.path) { _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary) }
-            else { try FileManager.default.moveItem(at: temporary, to: url) }
+            // rename(2) replaces a page already there in one step (Foundation's replaceItemAt fails on Linux when the
+            // destination exists, so a second --html to the same file was refused).
+            guard rename(temporary.path, url.path) == 0 else {
+                throw LoadgenError.usage("The HTML page cannot be written to '\(path)': \(errnoDescription(errno)).")
+            }
+        } catch let error as LoadgenError {
+            try? FileManager.default.removeItem(at: temporary)
+            throw error
         } catch {
             try? FileManager.default.removeItem(at: temporary)
             throw LoadgenError.usage("The HTML page cannot be written to '\(path)': \(error.localizedDescription)")

@@ -16,14 +16,15 @@ void lg_sleep_until_ns(uint64_t deadline_ns) {
 }
 
 int lg_epoll_wait_ns(int epfd, struct epoll_event *events, int max_events, int64_t timeout_ns) {
+    /* Set once by whichever loop thread first meets a kernel without epoll_pwait2; read by all. */
     static int no_pwait2 = 0;
     int n;
-    if (!no_pwait2) {
+    if (!__atomic_load_n(&no_pwait2, __ATOMIC_RELAXED)) {
         struct timespec t = { .tv_sec = (time_t)(timeout_ns / 1000000000ll), .tv_nsec = (long)(timeout_ns % 1000000000ll) };
         n = epoll_pwait2(epfd, events, max_events, &t, NULL);
         if (n >= 0) return n;
         if (errno != ENOSYS) return errno == EINTR ? 0 : -errno;
-        no_pwait2 = 1;
+        __atomic_store_n(&no_pwait2, 1, __ATOMIC_RELAXED);
     }
     n = epoll_wait(epfd, events, max_events, (int)((timeout_ns + 999999) / 1000000));
     if (n >= 0) return n;

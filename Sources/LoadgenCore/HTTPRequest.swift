@@ -71,9 +71,7 @@ public struct HTTPHeader: Hashable, Sendable, Codable, CustomStringConvertible {
     /// A token for a name, no CR, LF or NUL in the value (they would let a header smuggle another request), and no
     /// Content-Length or Transfer-Encoding (loadgen frames the body itself).
     public func validate() throws(LoadgenError) {
-        let tokenCharacters = Set("!#$%&'*+-.^_`|~".utf8)
-        guard !self.name.isEmpty, self.name.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90)
-                || ($0 >= 97 && $0 <= 122) || tokenCharacters.contains($0) }) else {
+        guard !self.name.isEmpty, self.name.utf8.allSatisfy(Self.isTokenByte) else {
             throw .usage("The header name '\(self.name)' is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~).")
         }
         guard self.value.utf8.allSatisfy({ $0 == 9 || ($0 >= 32 && $0 != 127) }) else {
@@ -84,6 +82,28 @@ public struct HTTPHeader: Hashable, Sendable, Codable, CustomStringConvertible {
         }
         guard !Self.framing.contains(self.name.lowercased()) else {
             throw .usage("The header '\(self.name)' is loadgen's to write (it frames the body itself): leave it out.")
+        }
+    }
+
+    /// RFC 9110's tchar: a letter, a digit or one of !#$%&'*+-.^_`|~.
+    @inlinable
+    public static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+        default: false
+        }
+    }
+
+    /// HTTP/1.1's connection management, which HTTP/2 forbids in either direction (RFC 9113 8.2.2); `name` lower-case.
+    /// A switch of short string compares: it runs on every header of every HTTP/2 response.
+    @inlinable
+    public static func isHTTP2ConnectionSpecific(_ name: String) -> Bool {
+        switch name {
+        case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade": true
+        default: false
         }
     }
 

@@ -640,9 +640,8 @@ extension FetchSpec {
             guard self.keepAlive else {
                 throw .usage("--no-keepalive would make every HTTP/2 request a connection of its own: give --http2 or --no-keepalive, not both.")
             }
-            let forbidden: Set<String> = ["connection", "keep-alive", "proxy-connection", "upgrade", "te"]
             let all = self.headers + (self.requestTargets ?? []).flatMap(\.headers)
-            if let bad = all.first(where: { forbidden.contains($0.name.lowercased()) }) {
+            if let bad = all.first(where: { let name = $0.name.lowercased(); return name == "te" || HTTPHeader.isHTTP2ConnectionSpecific(name) }) {
                 throw .usage("The header '\(bad.name)' is HTTP/1.1's connection management, which HTTP/2 forbids (RFC 9113 8.2.2): leave it out with --http2.")
             }
         }

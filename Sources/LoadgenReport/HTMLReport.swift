@@ -34,9 +34,10 @@ public enum HTMLReport {
             let title = "\(name): \(unit) per second, per agent"
             if series.allSatisfy({ $0.points.count < 2 }) {
                 // One interval (a phase shorter than a tick): a chart of single dots says nothing a sentence does not.
-                let rates = series.compactMap { s in s.points.first.map { "\(s.name) \(self.compact($0.y))" } }
-                body += "<p class=\"note\" data-phase=\"\(e(phase))\" data-rates=\"\(e(series.compactMap { s in s.points.first.map { "\(s.name)=\($0.y)" } }.joined(separator: ",")))\">"
-                    + "\(e(name)) lasted a single interval, too short to draw over time: \(e(rates.joined(separator: ", "))) \(e(unit))/s.</p>\n"
+                let rates = series.compactMap { s in s.points.first.map { (name: s.name, rate: $0.y) } }
+                body += "<p class=\"note\" data-phase=\"\(e(phase))\" data-rates=\"\(e(rates.map { "\($0.name)=\($0.rate)" }.joined(separator: ",")))\">"
+                    + "\(e(name)) lasted a single interval, too short to draw over time: "
+                    + "\(e(rates.map { "\($0.name) \(self.compact($0.rate))" }.joined(separator: ", "))) \(e(unit))/s.</p>\n"
                 continue
             }
             body += "<figure>\n" + SVGChart.lines(series, title: title, x: self.timeAxis, y: self.rateAxis("\(unit)/s"))

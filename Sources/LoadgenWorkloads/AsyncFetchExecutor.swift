@@ -16,7 +16,7 @@ public final class AsyncFetchExecutor: PhaseExecutor {
     let engine: FetchEngine
     let slots: Int
 
-    public init(engine: FetchEngine, slots: Int) throws(LoadgenError) {
+    public init(engine: FetchEngine, slots: Int) {
         self.engine = engine
         self.slots = slots
     }
@@ -701,9 +701,8 @@ struct FetchLoop {
             return self.complete(i, .success(self.checks.judge(response, redirects: self.slots[i].redirects, isHead: self.slots[i].isHead)),
                                  dropConnection: false)
         }
-        let urlIndex = self.slots[i].urlIndex
-        let target = self.slots[i].hop?.target ?? self.targets[urlIndex]
-        let blueprint = self.slots[i].hop?.blueprint ?? self.blueprints[urlIndex]
+        let target = self.currentTarget(i)
+        let blueprint = self.slots[i].hop?.blueprint ?? self.blueprints[self.slots[i].urlIndex]
         switch Redirect.next(after: response, from: target, blueprint: blueprint, redirects: self.slots[i].redirects) {
         case nil:
             self.complete(i, .success(self.checks.judge(response, redirects: self.slots[i].redirects, isHead: self.slots[i].isHead)),

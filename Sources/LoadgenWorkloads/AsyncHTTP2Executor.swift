@@ -236,7 +236,7 @@ final class H2Connection: @unchecked Sendable {
     /// NIO's HTTP/2 handler (it sends the connection preface as it is added to an active channel), then this file's.
     func addHTTP2(to pipeline: ChannelPipeline.SynchronousOperations) throws {
         // NIO's header block validation is off: our requests' blocks are checked when the run is made, and a
-        // response's by ``H2Slot/malformation(in:first:)`` in one pass over bytes (NIO's, through Substrings and
+        // response's by ``H2Slot/scan(_:first:)`` in one pass over bytes (NIO's, through Substrings and
         // string comparisons, was about a tenth of a request's CPU in a profile against nginx).
         try pipeline.addHandler(NIOHTTP2Handler(
             mode: .client,
@@ -614,58 +614,57 @@ final class H2Slot: @unchecked Sendable {
 
     // MARK: - The stream's frames
 
-    /// What makes a response's header block malformed (RFC 9113 8.2 and 8.3), or nil: a field name that is empty,
-    /// not lower-case or not a token; a value with NUL, CR or LF; a pseudo-header other than `:status`, after a
-    /// regular field, repeated, or in trailers (`first` false); a connection-specific field.
-    static func malformation(in headers: HPACKHeaders, first: Bool) -> String? {
-        var regular = false
-        var status = false
-        for (name, value, _) in headers {
-            guard let head = name.utf8.first else { return "an empty header field name" }
-            if head == UInt8(ascii: ":") {
-                guard first, !regular, !status, name == ":status" else { return "a misplaced or unknown pseudo-header \(name)" }
-                status = true
-            } else {
-                regular = true
-                for byte in name.utf8 where !Self.isLowercaseToken(byte) {
-                    return "the header field name \(name) is not a lower-case token"
-                }
-            }
-            if value.utf8.contains(where: { $0 == 0 || $0 == 10 || $0 == 13 }) {
-                return "the header field \(name) has a NUL, CR or LF in its value"
-            }
-            if regular, Self.connectionSpecific.contains(name) { return "the connection-specific header field \(name)" }
-        }
-        return nil
+    /// One pass over a response's header block: what makes it malformed (RFC 9113 8.2 and 8.3: a field name that is
+    /// empty, not lower-case or not a token; a value with NUL, CR or LF; a pseudo-header other than `:status`, after a
+    /// regular field, repeated, or in trailers (`first` false); a connection-specific field), else its `:status` and
+    /// `location`.
+    struct HeaderBlock {
+        var malformation: String?
+        var status: String?
+        var location: String?
     }
 
-    static let connectionSpecific: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
-
-    /// RFC 9110's tchar, without upper-case letters.
-    @inline(__always)
-    static func isLowercaseToken(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
-        default: false
+    static func scan(_ headers: HPACKHeaders, first: Bool) -> HeaderBlock {
+        var block = HeaderBlock()
+        var regular = false
+        for (name, value, _) in headers {
+            guard let head = name.utf8.first else { return HeaderBlock(malformation: "an empty header field name") }
+            if head == UInt8(ascii: ":") {
+                guard first, !regular, block.status == nil, name == ":status" else {
+                    return HeaderBlock(malformation: "a misplaced or unknown pseudo-header \(name)")
+                }
+                block.status = value
+            } else {
+                regular = true
+                for byte in name.utf8 where !HTTPHeader.isTokenByte(byte) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) {
+                    return HeaderBlock(malformation: "the header field name \(name) is not a lower-case token")
+                }
+                if HTTPHeader.isHTTP2ConnectionSpecific(name) {
+                    return HeaderBlock(malformation: "the connection-specific header field \(name)")
+                }
+                if block.location == nil, name == "location" { block.location = value }
+            }
+            if value.utf8.contains(where: { $0 == 0 || $0 == 10 || $0 == 13 }) {
+                return HeaderBlock(malformation: "the header field \(name) has a NUL, CR or LF in its value")
+            }
         }
+        return block
     }
 
     func headers(_ headers: HPACKHeaders, endStream: Bool) {
         guard self.current != nil else { return }
-        if let malformed = Self.malformation(in: headers, first: self.current!.status == 0) {
+        let block = Self.scan(headers, first: self.current!.status == 0)
+        if let malformed = block.malformation {
             return self.streamFailed(FetchFailure(.protocol, "a malformed response header block: \(malformed)"))
         }
         if self.current!.status == 0 {
-            guard let text = headers.first(name: ":status"), let status = Int(text), (100...999).contains(status) else {
+            guard let text = block.status, let status = Int(text), (100...999).contains(status) else {
                 return self.streamFailed(FetchFailure(.protocol, "a response without a valid :status"))
             }
             // An interim response (100 Continue, 103 Early Hints): the real one follows.
             if status < 200, !endStream { return }
             self.current!.status = status
-            self.current!.location = headers.first(name: "location")
+            self.current!.location = block.location
         }
         if endStream { self.ended() }
     }

@@ -9,7 +9,7 @@ import Synchronization
 enum NIOFetch {
     /// The event loops' TLS settings (made when first needed, up front for https targets or a CA file):
     /// `--ca-file` or `--insecure-tls`, and the ALPN protocols to offer.
-    static func clientTLS(engine: FetchEngine, alpn: [String] = []) throws(LoadgenError) -> OnceValue<NIOSSLContext> {
+    static func clientTLS(engine: FetchEngine, alpn: [String]) throws(LoadgenError) -> OnceValue<NIOSSLContext> {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         configuration.applicationProtocols = alpn
@@ -130,15 +130,10 @@ struct SlotTimer {
 }
 
 /// What the slots of one event loop share: one tally (a latency histogram is 270 KB, so one per slot would make
-/// `--workers 4000` cost a gigabyte), handed over at each tick and when the loop's last slot finishes, and one copy
-/// of each target's request bytes (written as is: no copy per request, and no reference count bounced between
-/// cores). Touched only on that loop once the slots start, so it needs no lock.
+/// `--workers 4000` cost a gigabyte), handed over at each tick and when the loop's last slot finishes. Touched only on
+/// that loop once the slots start, so it needs no lock.
 final class LoopShared: @unchecked Sendable {
     let loop: any EventLoop
-    let requests: [ByteBuffer]
-    /// Each target's: whether its requests are HEADs, and whether they are safe to send again.
-    let isHead: [Bool]
-    let replayable: [Bool]
     private let sink: any TallySink
     private var counts: TickedTally
     /// Slots of this loop that have not finished.
@@ -146,9 +141,6 @@ final class LoopShared: @unchecked Sendable {
 
     init(loop: any EventLoop, engine: FetchEngine, control: WorkerControl, sink: any TallySink) {
         self.loop = loop
-        self.requests = engine.requests.map { ByteBuffer(bytes: $0) }
-        self.isHead = engine.blueprints.map(\.isHead)
-        self.replayable = engine.blueprints.map(\.isReplayable)
         self.sink = sink
         self.counts = TickedTally(control: control, targetCount: engine.targets.count)
     }

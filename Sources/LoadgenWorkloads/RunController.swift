@@ -109,7 +109,7 @@ public final class RunController: Sendable {
                     if fetch.spec.http2 {
                         await serve(try AsyncHTTP2Executor(engine: fetch, connections: request.workers, streams: fetch.spec.streams))
                     } else {
-                        await serve(try AsyncFetchExecutor(engine: fetch, slots: request.workers))
+                        await serve(AsyncFetchExecutor(engine: fetch, slots: request.workers))
                     }
                 } catch {
                     await emit(.refused(.init(runID: request.runID, code: error.code, message: error.message)))

@@ -240,8 +240,9 @@ struct FetchWorkloadTests {
     /// A plain-HTTP run sets TLS up only when a redirect first leads to https (making it loads the trust store),
     /// and the redirect then works as if it had been set up from the start.
     /// A server that closes a keep-alive connection behind the client's back: while the client waits for its next due
-    /// time (noticed, and the next request connects afresh), or right after a response (the next request may already
-    /// be written to the dying connection: a GET is then sent once more on a new one). No request fails either way.
+    /// time, or right after a response. Whether the close is seen while idle or only when the next request meets it
+    /// (a GET is then sent once more on a new connection), no request fails, and after an idle close every request
+    /// has a connection of its own.
     @Test(arguments: [(ExecutionMode.threads, "linger"), (.async, "linger"), (.threads, "hangup"), (.async, "hangup")])
     func aKeepAliveClosedByTheServerIsReplacedWithoutErrors(mode: ExecutionMode, path: String) async throws {
         try await TestHTTPServer.with { server in
@@ -255,8 +256,8 @@ struct FetchWorkloadTests {
         }
     }
 
-    /// TLS keep-alive in the gaps of an open model: the session outlives the waits for due times (nothing the idle
-    /// connection holds is mistaken for a close), so one connection carries every request.
+    /// TLS keep-alive in the gaps of an open model: the session outlives the waits for due times, so one connection
+    /// carries every request.
     @Test(arguments: [ExecutionMode.threads, .async])
     func aTLSConnectionStaysOpenBetweenDueTimes(mode: ExecutionMode) async throws {
         let dir = try TestSupport.makeTemporaryDirectory()

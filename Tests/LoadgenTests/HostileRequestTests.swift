@@ -323,12 +323,12 @@ struct HostileRequestTests {
         // The flood's connections still queued in the backlog are accepted (at the backed-off pace) and found closed
         // only now: until then they count against the address's handshake allowance, and the agent's refusal says
         // to try again shortly. A bounded number of tries, as a user would.
-        var run = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
-                                             "--mode", "threads", "--workers", "2", "--no-store"], timeout: 30)
+        let arguments = ["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50", "--mode", "threads",
+                         "--workers", "2", "--no-store"]
+        var run = try await TestSupport.run(arguments, timeout: 30)
         for _ in 0..<20 where run.status != 0 && run.stderr.contains("still in their handshake") {
             try await Task.sleep(for: .milliseconds(250))
-            run = try await TestSupport.run(["coordinate", "--agents", "127.0.0.1:\(port)", "--target", root, "--files", "50",
-                                             "--mode", "threads", "--workers", "2", "--no-store"], timeout: 30)
+            run = try await TestSupport.run(arguments, timeout: 30)
         }
         #expect(run.status == 0, "\(run.stderr)")
     }
